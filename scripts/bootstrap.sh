@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Makes .venv with zot and its pinned dependencies (constraints.txt); does nothing
+# when they are already installed for this pyproject.toml + constraints.txt.
+#
+# Wheels go to a machine-wide wheelhouse (~/.cache/zot/wheels, or $ZOT_WHEELHOUSE)
+# and installs run offline from it: the package index here marks its responses
+# uncacheable, so pip's own cache would fetch torch's several GB again each time.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$root/.venv"
+wheels="${ZOT_WHEELHOUSE:-$HOME/.cache/zot/wheels}"
+stamp="$venv/.zot-installed"
+want=$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -d' ' -f1)
+[ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && exit 0
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3.11 -m venv "$venv" 2>/dev/null || python3 -m venv "$venv"
+fi
+mkdir -p "$wheels"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+offline=(--no-index --find-links "$wheels")
+if ! "${pip[@]}" install -q "${offline[@]}" -c "$root/constraints.txt" -e "$root[dev]" >/dev/null 2>&1; then
+  echo "zot: downloading pinned Python dependencies into $wheels (first run on this machine, a few minutes)..." >&2
+  "${pip[@]}" download -q -d "$wheels" -r "$root/constraints.txt" >&2
+  "${pip[@]}" install -q "${offline[@]}" -c "$root/constraints.txt" -e "$root[dev]" >&2
+fi
+echo "$want" > "$stamp"
