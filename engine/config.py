@@ -176,6 +176,7 @@ class Segment(_Section):
     app_mix: dict[Name, PosFloat] = Field(description="Relative preference for each application.")
     tolerance: dict[Name, Tolerance]
     feedback_rate: Fraction = 0.2  # probability a user in session emits a signal per epoch
+    activity: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5  # long-run fraction of time in a session
     weight: PosFloat = 1.0  # operator priority (e.g. premium subscribers)
 
 
