@@ -28,7 +28,7 @@ infra_app = typer.Typer(help="Start, stop and inspect the local Kafka broker and
 app.add_typer(infra_app, name="infra")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, width=120)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,12 +71,60 @@ def check_config(config: ConfigArg) -> None:
 def simulate(
     config: ConfigArg = Path("configs/example.yaml"),
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<name>-<time>).")] = None,
-    policy: Annotated[str, typer.Option(help="Policy to run, or 'all'.")] = "config",
+    policy: Annotated[str, typer.Option(help="Policies, comma-separated; 'all'; or 'config' (the config's list).")] = "config",
     kafka: Annotated[bool, typer.Option("--kafka", help="Use the Kafka bus from the config instead of the embedded one.")] = False,
 ) -> None:
     """Run a simulation with the engine in the loop (embedded bus by default)."""
-    _config(config)
-    _not_yet("`zot simulate`", 5)
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from simulators.loop import run
+    from simulators.run_dir import write_run
+
+    cfg = _config(config)
+    if kafka:
+        _not_yet("`zot simulate --kafka` (the engine on Kafka)", 6)
+    names = list(cfg.simulation.policies) if policy == "config" else (
+        ["zot", "universal_fit", "equal_share", "proportional_fair", "max_rate"] if policy == "all" else
+        [p.strip() for p in policy.split(",")])
+    allowed = {"zot", "universal_fit", "equal_share", "proportional_fair", "max_rate"}
+    if not set(names) <= allowed:
+        _fail(f"--policy {policy!r}: allowed {sorted(allowed)}, 'all' or 'config'", 2)
+    run_dir = out_dir or PROJECT_ROOT / "runs" / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with Progress(TextColumn("[bold]simulate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(f"{cfg.name}: {', '.join(names)}", total=cfg.simulation.epochs)
+        result = run(cfg, names, progress=lambda e: bar.update(task, completed=e))
+    summary = write_run(result, run_dir)
+    _print_summary(summary)
+    out.print(f"results: {run_dir}", markup=False)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{summary['scenario']}: {summary['users']} users, {summary['cells']} cells, "
+                    f"{summary['epochs']} epochs (seed {summary['seed']})")
+    for col in ("policy", "at adequate", "at desired", "mean S", "PRBs used", "bandwidth saved", "revenue",
+                "Jain"):
+        t.add_column(col, justify="right" if col != "policy" else "left")
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    for name, pol in summary["policies"].items():
+        o = pol["overall"]
+        t.add_row(name, pct(o["frac_adequate"]), pct(o["frac_desired"]),
+                  "-" if o["mean_satisfaction"] is None else f"{o['mean_satisfaction']:.3f}",
+                  f"{o['prb_used']:.1f}", pct(o["bandwidth_saved_frac"]), f"{o['revenue']:.2f}",
+                  "-" if o["jain"] is None else f"{o['jain']:.3f}")
+    out.print(t)
+    if "comparison" in summary:
+        c = summary["comparison"]
+        out.print(f"zot vs universal fit: bandwidth saving {pct(c['bandwidth_saving_vs_universal_fit'])}, "
+                  f"at adequate {pct(c['frac_adequate_zot'])} vs {pct(c['frac_adequate_universal_fit'])}",
+                  markup=False)
 
 
 @app.command()

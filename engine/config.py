@@ -70,10 +70,26 @@ class Radio(_Section):
         return self
 
 
+HEX_SITE_COUNTS = tuple(3 * r * (r + 1) + 1 for r in range(12))  # 1, 7, 19, 37, ...
+
+
 class HexLayout(_Section):
-    sites: Annotated[int, Field(ge=1, le=1000)] = 7
+    """Sites on a hexagonal grid in complete rings around a centre site."""
+
+    sites: Annotated[int, Field(ge=1, le=HEX_SITE_COUNTS[-1])] = 7
     isd_m: PosFloat = 500.0
     sectors: Literal[1, 3] = 3
+    wrap_around: bool = True  # measure distances on a torus so edge cells see interference too
+
+    @model_validator(mode="after")
+    def _complete_rings(self) -> "HexLayout":
+        if self.sites not in HEX_SITE_COUNTS:
+            raise ValueError(f"sites={self.sites} is not a complete hexagonal layout; allowed: {HEX_SITE_COUNTS[:6]}...")
+        return self
+
+    @property
+    def rings(self) -> int:
+        return HEX_SITE_COUNTS.index(self.sites)
 
 
 class ExplicitCell(_Section):

@@ -79,7 +79,7 @@ def ensure_topics(
                 pass  # raced with another worker: fine
         deadline = time.monotonic() + timeout_s
         while True:
-            described = {d["topic"]: len(d["partitions"]) for d in admin.describe_topics(list(wanted))}
+            described = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(wanted)) if d["error_code"] == 0}
             if all(described.get(n, 0) > 0 for n in wanted) or time.monotonic() > deadline:
                 return described
             time.sleep(0.2)

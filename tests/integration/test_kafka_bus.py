@@ -49,12 +49,8 @@ def test_topics_created_with_registry_layout(kafka_bootstrap, kafka_cfg):
             ConfigResource(ConfigResourceType.TOPIC, topic_name(topics.PROFILES, kafka_cfg)),
             ConfigResource(ConfigResourceType.TOPIC, topic_name(topics.FEEDBACK, kafka_cfg)),
         ])
-        policies = {}
-        for r in res:
-            for resource in r.to_object()["resources"]:
-                for entry in resource["configs"]:
-                    if entry["config_names"] == "cleanup.policy":
-                        policies[resource["resource_name"]] = entry["config_value"]
+        # kafka-python 3: {"topic": {name: {config: {"value": ...}}}} (explicitly set configs)
+        policies = {name: cfgs["cleanup.policy"]["value"] for name, cfgs in res["topic"].items()}
     finally:
         admin.close()
     assert policies[topic_name(topics.PROFILES, kafka_cfg)] == "compact"

@@ -1,0 +1,250 @@
+"""The engine's loop body, and the embedded runner that drives it on the in-process bus.
+
+`EngineCore.handle(messages)` takes one batch of input messages (any mix of the
+input topics) and returns the output messages: it parses (dead-lettering what is
+invalid), updates the users' zone-of-tolerance posteriors from feedback, assembles
+each reporting cell's epoch with the current estimates, solves it with the Numba
+optimizer and emits allocation decisions and profile updates. Everything it does
+is an operator call; the Faust agents call the same operators.
+
+Within a batch, context is applied first, then feedback, then KPI reports, so a
+decision always uses every signal that arrived before it in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine import schemas
+from engine import topics as registry
+from engine.bus import Bus, Message
+from engine.config import Config
+from operators import satisfaction as zot
+from operators.epoch import build_problem, gather_kpis
+from operators.parse import parse_batch
+from optimizer import qos as qosmap
+from optimizer.solver import solve_epoch
+
+# A missing user->segment mapping falls back to the app-wide prior.
+AD_PRIOR_CORRELATION = 0.5
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: registry.Topic
+    key: bytes | None
+    value: bytes
+
+
+def app_specs(cfg: Config) -> list[zot.AppSpec]:
+    """The learner's view of the config's applications (metric and its mapping to rate)."""
+    specs = []
+    for name, app in cfg.applications.items():
+        params: dict[str, float] = {}
+        if app.metric.value in ("latency_ms", "startup_delay_s"):
+            params = {"base_ms": app.base_ms, "payload_kbit": app.payload_kbit}
+        elif app.metric.value == "stall_ratio":
+            params = {"bitrate_mbps": app.bitrate_mbps}
+        specs.append(zot.AppSpec(name, app.metric.value, params))
+    return specs
+
+
+def population_priors(cfg: Config) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
+    """Priors over (log A, log W) per (segment, app), and an app-wide fallback.
+
+    The operator's belief about its population, as the config states it (segment
+    medians and spreads of the adequate and desired levels), mapped to rate.
+    Spread of log W by the delta method from those of A and D.
+    """
+    specs = {s.name: s for s in app_specs(cfg)}
+    priors: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+    pooled: dict[str, list[tuple[float, float, float, float, float]]] = {}
+    for seg in cfg.population.segments:
+        for app, tol in seg.tolerance.items():
+            spec = specs[app]
+            a_r, d_r = (float(x) for x in qosmap.zone_in_rate(spec.metric, tol.adequate.median, tol.desired.median,
+                                                             **dict(spec.params)))
+            if not (0 < a_r < d_r < math.inf):
+                continue  # a zone the rate mapping cannot represent; the fallback covers it
+            sa, sd = max(tol.adequate.log_sd, 0.1), max(tol.desired.log_sd, 0.1)
+            w = d_r - a_r
+            var_w = (d_r * d_r * sd * sd + a_r * a_r * sa * sa - 2 * AD_PRIOR_CORRELATION * a_r * d_r * sa * sd) / (w * w)
+            sw = float(np.clip(math.sqrt(max(var_w, 0.0)), 0.2, 1.5))
+            priors[(seg.name, app, zot.WILDCARD)] = zot.prior_from_zone(a_r, d_r, sa, sw)
+            pooled.setdefault(app, []).append((seg.share, a_r, d_r, sa, sw))
+    for app in specs:
+        rows = pooled.get(app)
+        if not rows:
+            raise ValueError(f"no segment gives a usable tolerance for application {app!r}")
+        share = np.array([r[0] for r in rows])
+        share = share / share.sum()
+        log_a = float(np.dot(share, [math.log(r[1]) for r in rows]))
+        log_d = float(np.dot(share, [math.log(r[2]) for r in rows]))
+        a_r, d_r = math.exp(log_a), math.exp(log_d)
+        # Between-segment spread widens the fallback.
+        sa = float(np.sqrt(np.dot(share, [r[3] ** 2 + (math.log(r[1]) - log_a) ** 2 for r in rows])))
+        sw = float(np.sqrt(np.dot(share, [r[4] ** 2 for r in rows])))
+        priors[(zot.WILDCARD, app, zot.WILDCARD)] = zot.prior_from_zone(a_r, max(d_r, a_r * 1.05), sa, sw)
+    return priors
+
+
+@dataclass
+class EngineCounters:
+    accepted: int = 0
+    dead_letters: int = 0
+    feedback: int = 0
+    decisions: int = 0
+    solve_ms: float = 0.0
+
+
+@dataclass
+class EngineCore:
+    """Engine state and the per-batch logic, independent of the bus it runs on."""
+
+    cfg: Config
+    cells: set[str] | None = None  # known cells; None accepts any
+    prefix: str = "zot."
+    state: zot.ZotState = field(init=False)
+    params: zot.UpdateParams = field(init=False)
+    segment_of: dict[str, str] = field(default_factory=dict)
+    app_of: dict[str, str] = field(default_factory=dict)
+    counters: EngineCounters = field(default_factory=EngineCounters)
+
+    def __post_init__(self) -> None:
+        self.state = zot.new_state(app_specs(self.cfg), population_priors(self.cfg))
+        self.params = zot.UpdateParams(eps=self.cfg.objective.eps, forgetting=self.cfg.satisfaction.forgetting)
+        self._weight = {s.name: s.weight for s in self.cfg.population.segments}
+        self._topic_types = {registry.with_prefix(t, self.prefix): t.event for t in registry.INPUTS}
+        self._prb_bw = self.cfg.radio.prb_bandwidth_hz
+
+    def topic(self, t: registry.Topic) -> str:
+        return registry.with_prefix(t, self.prefix)
+
+    def handle(self, messages: list[Message], now: float | None = None) -> list[Output]:
+        now = time.time() if now is None else now
+        parsed = parse_batch(messages, self._topic_types, self.cfg.applications, self.cells)
+        out: list[Output] = [Output(registry.DEAD_LETTERS, None, schemas.encode(d)) for d in parsed.dead]
+        self.counters.accepted += parsed.accepted
+        for ctx in parsed.context:
+            if ctx.segment is not None:
+                self.segment_of[ctx.user_id] = ctx.segment
+            if ctx.app is not None:
+                self.app_of[ctx.user_id] = ctx.app
+        if parsed.feedback:
+            out.extend(self._learn(parsed.feedback, messages, now))
+        if parsed.kpi:
+            out.extend(self._decide(parsed.kpi, now))
+        self.counters.dead_letters += sum(1 for o in out if o.topic is registry.DEAD_LETTERS)
+        return out
+
+    # -- feedback -> posteriors -> profile updates
+
+    def _learn(self, events: list[schemas.Feedback], messages: list[Message], now: float) -> list[Output]:
+        batch, rejects = zot.batch_from_feedback(self.state, events, segment_of=self.segment_of)
+        out = [
+            Output(registry.DEAD_LETTERS, None, schemas.encode(schemas.DeadLetter(
+                ts=now, reason=reason, source_topic=self.topic(registry.FEEDBACK),
+                value_b64=_b64(schemas.encode(events[int(i)])),
+            )))
+            for i, reason in zip(rejects.index, rejects.reason)
+        ]
+        self.state, late = zot.update(self.state, batch, self.params, inplace=True)
+        assert len(late) == 0, "batch_from_feedback must reject every row update() would"
+        self.counters.feedback += len(batch)
+        rejected = set(rejects.index.tolist())
+        touched = sorted({e.user_id for i, e in enumerate(events) if i not in rejected})
+        out.extend(self._profiles(touched, now))
+        return out
+
+    def _profiles(self, users: list[str], now: float) -> list[Output]:
+        if not users:
+            return []
+        wanted = set(users)
+        keys = [(u, a, r) for (u, a), r in self.state.keys.items() if u in wanted]
+        rows = np.array([r for _, _, r in keys], dtype=np.int64)
+        est = zot.estimates(self.state, rows)
+        per_user: dict[str, list[schemas.ZotEstimate]] = {}
+        for i, (u, a, _) in enumerate(keys):
+            per_user.setdefault(u, []).append(schemas.ZotEstimate(
+                app=a, adequate=float(est.a_metric[i]), adequate_sd=float(est.a_metric_sd[i]),
+                desired=float(est.d_metric[i]), desired_sd=float(est.d_metric_sd[i]), n_signals=int(est.n_signals[i]),
+            ))
+        out = []
+        for u in users:
+            ev = schemas.ProfileUpdate(event_id=f"profile-{u}-{int(now * 1000)}", ts=now, user_id=u, zot=per_user[u])
+            out.append(Output(registry.PROFILES, u.encode(), schemas.encode(ev)))
+        return out
+
+    # -- KPI -> epoch -> decisions
+
+    def _decide(self, kpis: list[schemas.CellKpi], now: float) -> list[Output]:
+        inp = gather_kpis(kpis, self.app_of)
+        known = np.array([a is not None for a in inp.apps], dtype=bool)
+        if not known.all():
+            inp = _only(inp, known)
+        rows = zot.ensure_slots(self.state, inp.user_ids, [str(a) for a in inp.apps],
+                                segments=[self.segment_of.get(u) for u in inp.user_ids])
+        est = zot.estimates(self.state, rows)
+        weight = np.array([self._weight.get(self.segment_of.get(u, ""), 1.0) for u in inp.user_ids])
+        obj = self.cfg.objective
+        problem = build_problem(inp, est.a_mean, est.d_mean, weight, self._prb_bw, obj.eps, obj.min_share,
+                                obj.max_share)
+        scal = obj.scalarization if obj.scalarization != "pareto" else "weighted_sum"
+        target = obj.satisfaction_target if obj.target_level == "satisfaction" else None
+        res = solve_epoch(problem, scal, price=obj.resource_price, target=target,
+                          overload=self.cfg.overload.policy, weighted=self.cfg.overload.weighted)
+        self.counters.solve_ms += res.solve_ms
+        out = []
+        for i, cid in enumerate(inp.cell_ids):
+            a, b = int(inp.offsets[i]), int(inp.offsets[i + 1])
+            alloc = res.cell(i).to_allocation(
+                event_id=f"alloc-{cid}-{inp.epochs[i]}", ts=now, cell_id=cid, epoch=inp.epochs[i],
+                prb_total=int(inp.prb_total[i]), user_ids=inp.user_ids[a:b], policy="zot",
+            )
+            out.append(Output(registry.ALLOCATIONS, cid.encode(), schemas.encode(alloc)))
+        self.counters.decisions += len(inp.cell_ids)
+        return out
+
+
+def _only(inp, mask: np.ndarray):
+    from operators.epoch import EpochInput
+
+    cell_of = np.repeat(np.arange(len(inp.cell_ids)), np.diff(inp.offsets))
+    keep = np.flatnonzero(mask)
+    counts = np.bincount(cell_of[keep], minlength=len(inp.cell_ids))
+    return EpochInput(
+        cell_ids=inp.cell_ids, epochs=inp.epochs, prb_total=inp.prb_total,
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        user_ids=[inp.user_ids[i] for i in keep], apps=[inp.apps[i] for i in keep], se=inp.se[keep],
+    )
+
+
+def _b64(b: bytes) -> str:
+    import base64
+
+    return base64.b64encode(b).decode()
+
+
+class EmbeddedEngine:
+    """The engine on a bus in this process: poll the inputs, handle, publish the outputs."""
+
+    GROUP = "zot-engine"
+
+    def __init__(self, core: EngineCore, bus: Bus) -> None:
+        self.core = core
+        self.bus = bus
+        self._inputs = [core.topic(t) for t in registry.INPUTS]
+
+    def step(self, now: float | None = None) -> int:
+        """Process everything waiting on the input topics; return how many messages."""
+        msgs = self.bus.poll(self.GROUP, self._inputs)
+        if not msgs:
+            return 0
+        for o in self.core.handle(msgs, now):
+            self.bus.produce(self.core.topic(o.topic), o.key, o.value)
+        self.bus.flush()
+        return len(msgs)

@@ -1,0 +1,161 @@
+"""Numba kernels of the ZoT posterior update (see operators/satisfaction.py and
+docs/satisfaction.md for the model). Everything here is scalar code over flat
+arrays; the NumPy reference in satisfaction.py computes the same quantities in
+the same order, and the tests hold the two to 1e-9.
+
+Parametrization per (user, app) slot: theta = (alpha, beta) = (log A, log W),
+A the adequate rate and W = D - A the zone width, both in Mbps; a Gaussian
+N(mu, Sigma) over theta, so A > 0 and D > A always hold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+VAR_FLOOR = 1e-10  # keeps Sigma positive definite after many sharp updates
+
+
+@njit(cache=True, inline="always")
+def sigmoid(z: float) -> float:
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
+@njit(cache=True, inline="always")
+def sat_aw(q: float, a: float, w: float, two_l: float) -> float:
+    """S(q) for a zone [a, a + w] in rate (w > 0): logistic with k = 2L/w, m = a + w/2."""
+    return sigmoid(two_l * (q - a - 0.5 * w) / w)
+
+
+@njit(cache=True, inline="always")
+def likelihood(c: int, s: float, lin_a, lin_b, rate_w, cut_lo, cut_hi, tau: float) -> float:
+    """L_c(S) of operators.satisfaction.SignalModel (linear part, plus the ordered logit for ratings)."""
+    out = lin_a[c] + lin_b[c] * s
+    if rate_w[c] > 0.0:
+        out += rate_w[c] * (sigmoid(tau * (cut_hi[c] - s)) - sigmoid(tau * (cut_lo[c] - s)))
+    return out
+
+
+@njit(cache=True, inline="always")
+def chol2(saa: float, sab: float, sbb: float) -> tuple[float, float, float]:
+    l11 = math.sqrt(saa)
+    l21 = sab / l11
+    r = sbb - l21 * l21
+    l22 = math.sqrt(r if r > VAR_FLOOR else VAR_FLOOR)
+    return l11, l21, l22
+
+
+@njit(cache=True)
+def forget_step(mu: np.ndarray, cov: np.ndarray, r: int, pmu: np.ndarray, pcov: np.ndarray, g: int, lam: float) -> None:
+    """AR(1) drift toward the slot's prior: mu <- mu0 + rho (mu - mu0), Sigma <- lam Sigma + (1 - lam) Sigma0."""
+    if lam >= 1.0:
+        return
+    rho = math.sqrt(lam)
+    for j in range(2):
+        mu[r, j] = pmu[g, j] + rho * (mu[r, j] - pmu[g, j])
+    for j in range(2):
+        for k in range(2):
+            cov[r, j, k] = lam * cov[r, j, k] + (1.0 - lam) * pcov[g, j, k]
+
+
+@njit(cache=True)
+def adf_step(
+    mu: np.ndarray,
+    cov: np.ndarray,
+    r: int,
+    q: float,
+    c: int,
+    lin_a: np.ndarray,
+    lin_b: np.ndarray,
+    rate_w: np.ndarray,
+    cut_lo: np.ndarray,
+    cut_hi: np.ndarray,
+    tau: float,
+    two_l: float,
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    scratch: np.ndarray,
+) -> None:
+    """Assumed-density filtering: replace N(mu, Sigma) by the Gaussian with the
+    mean and covariance of N(mu, Sigma) * L_c(S(q; theta)),
+    the moments taken by a product Gauss-Hermite rule on Sigma's Cholesky axes.
+    `scratch` is a (3, n*n) work array (weighted likelihood, alpha, beta per node)."""
+    ma = mu[r, 0]
+    mb = mu[r, 1]
+    l11, l21, l22 = chol2(cov[r, 0, 0], cov[r, 0, 1], cov[r, 1, 1])
+    n = nodes.size
+    z = 0.0
+    sa = 0.0
+    sb = 0.0
+    for i in range(n):
+        ta = ma + l11 * nodes[i]
+        aa = math.exp(ta)
+        for j in range(n):
+            tb = mb + l21 * nodes[i] + l22 * nodes[j]
+            s = sat_aw(q, aa, math.exp(tb), two_l)
+            lik = weights[i] * weights[j] * likelihood(c, s, lin_a, lin_b, rate_w, cut_lo, cut_hi, tau)
+            idx = i * n + j
+            scratch[0, idx] = lik
+            scratch[1, idx] = ta
+            scratch[2, idx] = tb
+            z += lik
+            sa += lik * ta
+            sb += lik * tb
+    na = sa / z
+    nb = sb / z
+    caa = 0.0
+    cab = 0.0
+    cbb = 0.0
+    for idx in range(n * n):
+        lik = scratch[0, idx]
+        da = scratch[1, idx] - na
+        db = scratch[2, idx] - nb
+        caa += lik * da * da
+        cab += lik * da * db
+        cbb += lik * db * db
+    mu[r, 0] = na
+    mu[r, 1] = nb
+    caa /= z
+    cab /= z
+    cbb /= z
+    cov[r, 0, 0] = caa if caa > VAR_FLOOR else VAR_FLOOR
+    cov[r, 0, 1] = cab
+    cov[r, 1, 0] = cab
+    cov[r, 1, 1] = cbb if cbb > VAR_FLOOR else VAR_FLOOR
+
+
+@njit(cache=True)
+def update_kernel(
+    rows: np.ndarray,
+    cats: np.ndarray,
+    q: np.ndarray,
+    mu: np.ndarray,
+    cov: np.ndarray,
+    n_signals: np.ndarray,
+    group: np.ndarray,
+    prior_mu: np.ndarray,
+    prior_cov: np.ndarray,
+    lin_a: np.ndarray,
+    lin_b: np.ndarray,
+    rate_w: np.ndarray,
+    cut_lo: np.ndarray,
+    cut_hi: np.ndarray,
+    tau: float,
+    two_l: float,
+    lam: float,
+    nodes: np.ndarray,
+    weights: np.ndarray,
+) -> None:
+    """Apply validated events in order, in place: forget, then ADF, per event."""
+    scratch = np.empty((3, nodes.size * nodes.size))
+    for i in range(rows.size):
+        r = rows[i]
+        c = cats[i]
+        forget_step(mu, cov, r, prior_mu, prior_cov, group[r], lam)
+        adf_step(mu, cov, r, q[i], c, lin_a, lin_b, rate_w, cut_lo, cut_hi, tau, two_l, nodes, weights, scratch)
+        n_signals[r] += 1
