@@ -74,3 +74,15 @@ def test_cli_main_job_runs_without_servers(tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"results: {tmp_path / 'run'}" in res.stdout
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_policies_share_random_numbers(run_a, tmp_path):
+    """Adding baselines to a run changes nothing for zot: all policies see the same users and draws."""
+    cfg, alone, _ = run_a
+    both = write_run(run(cfg, ["zot", "universal_fit", "equal_share", "proportional_fair", "max_rate"]), tmp_path)
+    assert both["policies"]["zot"] == alone["policies"]["zot"]
+    eq = both["policies"]["equal_share"]["overall"]
+    assert eq["user_epochs"] == alone["policies"]["zot"]["overall"]["user_epochs"]
+    # Equal share hands out every PRB of a cell with users; universal fit only what its targets need.
+    assert eq["prb_used"] >= both["policies"]["universal_fit"]["overall"]["prb_used"]
+    assert both["comparison"]["frac_adequate_zot"] == alone["policies"]["zot"]["overall"]["frac_adequate"]
