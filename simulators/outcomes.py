@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+# Satisfaction histogram bins (for the CDF per policy): 50 equal bins on [0, 1].
+SAT_BINS = np.linspace(0.0, 1.0, 51)
+
+
 def jain(x: np.ndarray) -> float:
     """Jain's fairness index: 1 when all equal, 1/n when one user has everything."""
     x = np.asarray(x, float)
@@ -48,12 +52,17 @@ class Outcomes:
     handovers: int = 0
     prb_series: list[int] = field(default_factory=list)
     sat_series: list[float] = field(default_factory=list)
+    # Per epoch and cell (for time series and dashboards): one (n_cells,) array per epoch.
+    cell_epoch: dict[str, list[np.ndarray]] = field(default_factory=lambda: {
+        "users": [], "prb_used": [], "sat_sum": [], "adequate": [], "desired": []})
+    sat_hist: np.ndarray = field(init=False)  # counts of user-epoch satisfaction in SAT_BINS
 
     def __post_init__(self) -> None:
         s, c, n = self.n_segments, self.n_cells, self.n_users
         self.seg_count, self.seg_adequate, self.seg_desired, self.seg_sat = (np.zeros(s) for _ in range(4))
         self.cell_count, self.cell_adequate, self.cell_sat, self.cell_prb = (np.zeros(c) for _ in range(4))
         self.user_sat, self.user_count = np.zeros(n), np.zeros(n)
+        self.sat_hist = np.zeros(SAT_BINS.size - 1, dtype=np.int64)
 
     def record(
         self,
@@ -82,8 +91,21 @@ class Outcomes:
         self.user_count[idx] += 1
         self.epochs += 1
         self.handovers += int(handovers)
+        self.sat_hist += np.histogram(sat, bins=SAT_BINS)[0]
+        c = self.n_cells
+        ce = self.cell_epoch
+        ce["users"].append(np.bincount(cel, minlength=c))
+        ce["prb_used"].append(np.asarray(prb_per_cell, dtype=float))
+        ce["sat_sum"].append(np.bincount(cel, sat, minlength=c))
+        ce["adequate"].append(np.bincount(cel, ad, minlength=c))
+        ce["desired"].append(np.bincount(cel, de, minlength=c))
         self.prb_series.append(int(prb_per_cell.sum()))
         self.sat_series.append(float(sat.mean()) if sat.size else float("nan"))
+
+    def user_mean_satisfaction(self) -> np.ndarray:
+        """Each user's mean satisfaction over its active epochs (NaN if never active)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.user_count > 0, self.user_sat / np.maximum(self.user_count, 1), np.nan)
 
     def _block(self, count: float, adequate: float, desired: float | None, sat: float, prb: float, cells: int) -> dict:
         cap = self.prb_per_cell * cells * max(self.epochs, 1)
@@ -129,4 +151,5 @@ class Outcomes:
             "per_segment": per_segment,
             "per_cell": per_cell,
             "series": {"prb_used": self.prb_series, "mean_satisfaction": self.sat_series},
+            "satisfaction_hist": {"bins": SAT_BINS.tolist(), "counts": self.sat_hist.tolist()},
         }

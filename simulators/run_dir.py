@@ -6,6 +6,7 @@
 - `zot_estimates.csv`: the engine's final estimate per (user, app) slot beside the truth.
 - `decisions.jsonl`: zot's allocation decisions as published on the bus.
 - `metrics.lp`: the metrics as InfluxDB line protocol (`engine.metrics`).
+- `users.csv`: each user's segment, mean satisfaction under each policy and active epochs.
 - `layout.json`: cell and final user positions (for the map).
 - `config.yaml`: the config the run used.
 - `timing.json`: wall-clock time of the run and of the optimizer (the only files
@@ -125,6 +126,16 @@ def write_run(res: RunResult, out_dir: Path) -> dict:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["user_id"])
         w.writeheader()
         w.writerows(rows)
+    with (out_dir / "users.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        names = list(res.outcomes)
+        # Sessions do not depend on the policy, so active epochs are the same for all.
+        w.writerow(["user_id", "segment", *[f"mean_satisfaction_{p}" for p in names], "active_epochs"])
+        means = [res.outcomes[p].user_mean_satisfaction() for p in names]
+        counts = res.outcomes[names[0]].user_count if names else np.zeros(res.population.n)
+        for i, uid in enumerate(res.population.user_ids):
+            w.writerow([uid, res.population.segment_names[res.population.segment[i]],
+                        *["" if np.isnan(m[i]) else f"{m[i]:.6f}" for m in means], int(counts[i])])
     (out_dir / "layout.json").write_text(json.dumps({
         "cells": [{"id": c, "x_m": float(x), "y_m": float(y)} for c, (x, y) in zip(res.cell_ids, res.cell_xy)],
         "users": [{"id": u, "x_m": float(x), "y_m": float(y)} for u, (x, y) in zip(res.population.user_ids, res.user_xy)],
