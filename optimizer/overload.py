@@ -49,24 +49,29 @@ REASON_CODES: dict[OverloadReason, int] = {r: i for i, r in enumerate(REASONS)}
 
 
 @njit(cache=True)
-def _required_prbs(c, lo, hi, target, req, dropped) -> float:
+def _required_prbs(c, lo, hi, target, n_prb, req, dropped) -> tuple[float, bool]:
     """Whole PRBs each user needs for its target into `req` (-1: unreachable here).
 
-    Returns the cell's total need (unreachable users count at their minimum).
-    ceil(T/c (1 - 1e-12)) so that a target hit exactly by n PRBs needs n, not n + 1.
+    Returns (the cell's total need, unreachable users counted at their minimum;
+    whether some user with a channel needs more than the whole cell, which is
+    an overload too). ceil(T/c (1 - 1e-12)) so that a target hit exactly by n
+    PRBs needs n, not n + 1.
     """
     need = 0.0
+    too_big = False
     for u in range(c.size):
         dropped[u] = False
         if target[u] <= 0.0:
             req[u] = lo[u]
         elif c[u] > 0.0:
             r = max(math.ceil(target[u] / c[u] * (1.0 - 1e-12)), lo[u])
+            if r > n_prb and hi[u] >= n_prb:  # not held back by its own share: the cell is too small
+                too_big = True
             req[u] = r if r <= hi[u] else -1.0
         else:
             req[u] = -1.0
         need += req[u] if req[u] >= 0.0 else lo[u]
-    return need
+    return need, too_big
 
 
 @njit(cache=True)
@@ -117,12 +122,13 @@ def _degrade_caps(req, lo, cap) -> None:
         cap[u] = req[u] if req[u] >= 0.0 else lo[u]
 
 
-def required_prbs(c: np.ndarray, lo: np.ndarray, hi: np.ndarray, target_rate: np.ndarray) -> tuple[np.ndarray, float]:
-    """(whole PRBs per user for its target, -1 if unreachable; total need of the cell)."""
+def required_prbs(c: np.ndarray, lo: np.ndarray, hi: np.ndarray, target_rate: np.ndarray, n_prb: int) -> tuple[np.ndarray, float, bool]:
+    """(whole PRBs per user for its target, -1 if unreachable; total need of the cell;
+    whether a user needs more than the whole cell)."""
     c, lo, hi, t = (np.ascontiguousarray(v, dtype=np.float64) for v in (c, lo, hi, target_rate))
     req = np.empty(c.size)
-    need = _required_prbs(c, lo, hi, t, req, np.empty(c.size, dtype=np.bool_))
-    return req, float(need)
+    need, too_big = _required_prbs(c, lo, hi, t, float(n_prb), req, np.empty(c.size, dtype=np.bool_))
+    return req, float(need), bool(too_big)
 
 
 def explain(served: np.ndarray, reason: np.ndarray, user_ids: Sequence[str] | None = None) -> dict[str | int, OverloadReason]:

@@ -26,6 +26,12 @@ import numpy as np
 
 from optimizer.curves import DEFAULT_EPS, inverse, log_satisfaction, satisfaction, slope_centre
 
+# Physical ceilings: beyond them the products k c overflow; no radio channel
+# carries 1000 bit/s/Hz and no user needs a petabit.
+MAX_SE = 1e3
+MAX_RATE_MBPS = 1e9
+MAX_PRB_BW_HZ = 1e9
+
 # Zones narrower than this (relative to D) make the logistic a numerical step:
 # k*c overflows the solver's marginals. The satisfaction learner never produces
 # them; a caller that does gets a clear reason instead of a silent wrong answer.
@@ -138,15 +144,15 @@ class CellProblem:
         if isinstance(self.n_prb, bool) or not isinstance(self.n_prb, (int, np.integer)) or self.n_prb < 0:
             raise ProblemError("n_prb", f"{self.n_prb!r}; must be a whole number >= 0")
         put(self, "n_prb", int(self.n_prb))
-        put(self, "prb_bw_hz", _scalar("prb_bw_hz", self.prb_bw_hz, lo=0.0, open_lo=True))
+        put(self, "prb_bw_hz", _scalar("prb_bw_hz", self.prb_bw_hz, lo=0.0, hi=MAX_PRB_BW_HZ, open_lo=True))
         put(self, "eps", _scalar("eps", self.eps, lo=0.0, hi=0.5, open_lo=True, open_hi=True))
-        se = _vec("se", self.se, None)
+        se = _vec("se", self.se, None, hi=MAX_SE)
         n = se.size
         put(self, "se", se)
-        put(self, "adequate", _vec("adequate", self.adequate, n))
-        put(self, "desired", _vec("desired", self.desired, n))
+        put(self, "adequate", _vec("adequate", self.adequate, n, hi=MAX_RATE_MBPS))
+        put(self, "desired", _vec("desired", self.desired, n, hi=MAX_RATE_MBPS))
         _zones(self.adequate, self.desired)
-        put(self, "weight", np.ones(n) if self.weight is None else _vec("weight", self.weight, n))
+        put(self, "weight", np.ones(n) if self.weight is None else _vec("weight", self.weight, n, hi=1e6))
         put(self, "min_share", _vec("min_share", np.broadcast_to(np.asarray(self.min_share, dtype=np.float64), (n,)), n, hi=1.0))
         put(self, "max_share", _vec("max_share", np.broadcast_to(np.asarray(self.max_share, dtype=np.float64), (n,)), n, hi=1.0))
         if (self.min_share > self.max_share).any():
@@ -224,17 +230,18 @@ class EpochProblem:
         if nprb.shape != (n_cells,) or not np.issubdtype(nprb.dtype, np.integer) or (nprb < 0).any():
             raise ProblemError("n_prb", f"must be {n_cells} whole numbers >= 0")
         put(self, "n_prb", nprb.astype(np.int64))
-        bw = _vec("prb_bw_hz", np.broadcast_to(np.asarray(self.prb_bw_hz, dtype=np.float64), (n_cells,)), n_cells)
+        bw = _vec("prb_bw_hz", np.broadcast_to(np.asarray(self.prb_bw_hz, dtype=np.float64), (n_cells,)), n_cells,
+                  hi=MAX_PRB_BW_HZ)
         if (bw <= 0).any():
             raise ProblemError("prb_bw_hz", "must be > 0")
         put(self, "prb_bw_hz", bw)
         put(self, "eps", _scalar("eps", self.eps, lo=0.0, hi=0.5, open_lo=True, open_hi=True))
         n = int(off[-1])
-        put(self, "se", _vec("se", self.se, n))
-        put(self, "adequate", _vec("adequate", self.adequate, n))
-        put(self, "desired", _vec("desired", self.desired, n))
+        put(self, "se", _vec("se", self.se, n, hi=MAX_SE))
+        put(self, "adequate", _vec("adequate", self.adequate, n, hi=MAX_RATE_MBPS))
+        put(self, "desired", _vec("desired", self.desired, n, hi=MAX_RATE_MBPS))
         _zones(self.adequate, self.desired)
-        put(self, "weight", np.ones(n) if self.weight is None else _vec("weight", self.weight, n))
+        put(self, "weight", np.ones(n) if self.weight is None else _vec("weight", self.weight, n, hi=1e6))
         put(self, "min_share", _vec("min_share", np.broadcast_to(np.asarray(self.min_share, dtype=np.float64), (n,)), n, hi=1.0))
         put(self, "max_share", _vec("max_share", np.broadcast_to(np.asarray(self.max_share, dtype=np.float64), (n,)), n, hi=1.0))
         if (self.min_share > self.max_share).any():

@@ -63,6 +63,12 @@ class ReferenceResult:
     objective: float  # the scalarization's objective evaluated at x with optimizer.curves
     solver_objective: float  # what the solver reported (before adding constants back)
     solve_s: float  # wall time of Problem.solve (parameters bound, problem already compiled if cached)
+    solver_s: float = float("nan")  # CLARABEL's own solve time (solver_stats.solve_time)
+    dpp: bool = True  # solved through the compiled DPP problem (False: compiled for this data only)
+
+
+# Largest padded size solved through the compiled DPP problem (see solve_reference).
+DPP_MAX_USERS = 1024
 
 
 def _bucket(n: int) -> int:
@@ -135,7 +141,10 @@ class _Formulation:
         p["active"].value = active.astype(np.float64)
         tr = pad(target_rate)
         req = np.where(c > 0, tr / np.where(c > 0, c, 1.0), np.inf)
-        p["target"].value = np.where(active & (req <= hi), tr, 0.0)  # unreachable targets are not constraints
+        # Targets beyond a user's max share are not constraints (that user is
+        # unservable, as in the Numba path); beyond the whole cell they stay:
+        # that is an overloaded, infeasible cell.
+        p["target"].value = np.where(active & ((req <= hi) | (hi >= prob.n_prb)), tr, 0.0)
         p["lo"].value = lo
         p["hi"].value = hi_eff
         p["n_prb"].value = float(prob.n_prb)
@@ -166,23 +175,33 @@ def formulation(kind: str, n_users: int, n_slices: int = 0, extra_constraints: E
 
 def solve_reference(prob: CellProblem, scalarization: str = "weighted_sum", *, price: float = 0.0,
                     target: float | None = None, extra_constraints: ExtraConstraints | None = None,
-                    solver_settings: dict | None = None) -> ReferenceResult:
+                    solver_settings: dict | None = None, dpp: bool | None = None) -> ReferenceResult:
     """Solve one cell with cvxpy + CLARABEL (continuous PRBs, no overload policy:
-    an infeasible epsilon-constraint comes back with status 'infeasible')."""
+    an infeasible epsilon-constraint comes back with status 'infeasible').
+
+    `dpp=None` uses the compiled DPP problem up to `DPP_MAX_USERS` users and
+    compiles for this data only above (cvxpy's DPP tensor grows with
+    constraints x variables: ~50 GB at 16,384 users).
+    """
     n_sl = int(prob.slice_id.max(initial=-1)) + 1 if prob.slice_id is not None else 0
     f = formulation(scalarization, prob.n_users, n_sl, extra_constraints)
+    use_dpp = f.n <= DPP_MAX_USERS if dpp is None else bool(dpp)
     active = f.bind(prob, price, prob.target_rate(target))
     if prob.n_users == 0 or (scalarization == "max_min" and not active.any()):
         x = np.asarray(f.params["lo"].value[: prob.n_users], dtype=np.float64).copy()
-        return ReferenceResult("optimal", x, objective_value(prob, scalarization, x, price), 0.0, 0.0)
+        return ReferenceResult("optimal", x, objective_value(prob, scalarization, x, price), 0.0, 0.0, 0.0, use_dpp)
     t0 = time.perf_counter()
     try:
-        f.problem.solve(solver=cp.CLARABEL, **(solver_settings or CLARABEL_SETTINGS))
+        f.problem.solve(solver=cp.CLARABEL, ignore_dpp=not use_dpp, **(solver_settings or CLARABEL_SETTINGS))
     except cp.error.SolverError as exc:
-        return ReferenceResult(f"solver_error: {exc}", np.zeros(prob.n_users), float("nan"), float("nan"), time.perf_counter() - t0)
+        return ReferenceResult(f"solver_error: {exc}", np.zeros(prob.n_users), float("nan"), float("nan"),
+                               time.perf_counter() - t0, float("nan"), use_dpp)
     dt = time.perf_counter() - t0
     status = f.problem.status
+    stats = f.problem.solver_stats
+    solver_s = float(stats.solve_time) if stats is not None and stats.solve_time is not None else float("nan")
     if f.x.value is None:
-        return ReferenceResult(status, np.zeros(prob.n_users), float("nan"), float("nan"), dt)
+        return ReferenceResult(status, np.zeros(prob.n_users), float("nan"), float("nan"), dt, solver_s, use_dpp)
     x = np.clip(np.asarray(f.x.value[: prob.n_users], dtype=np.float64), 0.0, None)
-    return ReferenceResult(status, x, objective_value(prob, scalarization, x, price), float(f.problem.value), dt)
+    return ReferenceResult(status, x, objective_value(prob, scalarization, x, price), float(f.problem.value), dt,
+                           solver_s, use_dpp)

@@ -8,15 +8,17 @@ weighted_sum        max sum_u w_u log S_u(c_u x_u) - price sum_u x_u
                     w k c (1 - S(c x)) = mu gives x in closed form
                     x = (m + (log(W - mu) - log mu)/k)/c, W = w k c, clipped to
                     [lo, hi] (x = lo when W(1 - S(c lo)) <= mu). mu is found by a
-                    safeguarded Newton iteration on t = log mu (bracketed, with
-                    bisection fallback) so that sum x = N when capacity binds.
+                    safeguarded Newton iteration on t = log mu (bracketed,
+                    Illinois-secant fallback, a last linearized step instead of
+                    a final pass of logarithms) so that sum x = N when capacity
+                    binds; the previous epoch's mu can seed it (`warm_start`).
 epsilon_constraint  min sum_u x_u s.t. c_u x_u >= T_u (T = S^-1(target) or A):
                     closed form x_u = ceil(T_u / c_u) in whole PRBs; if that does
                     not fit in N the overload policy decides.
 max_min             max min_u S_u(c_u x_u): water-filling on the common level
                     L = logit(S), x_u = clip((m + L/k)/c, lo, hi), which is
-                    piecewise linear in L (Newton with bisection fallback hits the
-                    exact piece). Lexicographic: users capped at hi free their
+                    piecewise linear in L (Newton with secant/bisection fallback
+                    hits the exact piece). Lexicographic: users capped at hi free their
                     share for the rest.
 
 Overload (targets do not fit in N): `max_served` admits users cheapest first
@@ -174,7 +176,8 @@ def _ws_cell(big_w, mc, ikc, lo, hi, n_prb: float, price: float, mu0: float, x, 
             x[u] = hi[u] if big_w[u] > 0.0 else lo[u]
         return 0.0
     tol = _TOL_REL * max(n_prb, 1.0)
-    b = math.log(w_max)
+    # exp(log W) may round below W, where that user would take its hi: keep a margin.
+    b = math.log(w_max) + 1e-12
     a = -math.inf
     t_floor = math.log(price) if price > 0.0 else -math.inf  # mu never goes below the price
     if mu0 > 0.0:
@@ -306,7 +309,7 @@ def weighted_sum_continuous_numpy(c: np.ndarray, k: np.ndarray, m: np.ndarray, w
         a = math.log(mu_max) - 1.0
         while _ws_x_numpy(math.exp(a), c, k, m, w, lo, hi).sum() <= n_prb:
             a -= 2.0 * (math.log(mu_max) - a)
-    b = math.log(mu_max)
+    b = math.log(mu_max) + 1e-12  # exp(log W) may round below W
     for _ in range(400):
         t = 0.5 * (a + b)
         if t in (a, b):
@@ -471,8 +474,8 @@ def _cell_kernel(scal, ovl, weighted, n_prb, price, mu0, c, k, m, w, big_w, mc, 
     else:
         for u in range(n):
             lo[u] = lo_in[u]
-    need = _required_prbs(c, lo, hi, target, req, dropped)
-    if need > big_n:
+    need, too_big = _required_prbs(c, lo, hi, target, big_n, req, dropped)
+    if need > big_n or too_big:
         overload = True
     dual = 0.0
     if scal == 0:

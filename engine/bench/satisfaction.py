@@ -260,8 +260,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         {"name": "median_err_d_at_50_over_width", "value": at50["median_err_d"], "op": "<=", "goal": 0.15, "unit": "zone widths"},
         {"name": "prior_only_over_learned_err_a_at_50", "value": prior["median_err_a"] / at50["median_err_a"], "op": ">=", "goal": 2.0, "unit": "ratio"},
         {"name": "prior_only_over_learned_err_d_at_50", "value": prior["median_err_d"] / at50["median_err_d"], "op": ">=", "goal": 2.0, "unit": "ratio"},
-        {"name": "coverage90_at_50", "value": at50["coverage"], "op": ">=", "goal": 0.85, "unit": "fraction"},
-        {"name": "coverage90_at_50", "value": at50["coverage"], "op": "<=", "goal": 0.95, "unit": "fraction"},
+        {"name": "coverage90_at_50_lower_bound", "value": at50["coverage"], "op": ">=", "goal": 0.85, "unit": "fraction"},
+        {"name": "coverage90_at_50_upper_bound", "value": at50["coverage"], "op": "<=", "goal": 0.95, "unit": "fraction"},
         {"name": "numba_speedup_vs_numpy_reference", "value": speed["speedup"], "op": ">=", "goal": 20.0, "unit": "x"},
         {"name": "max_abs_diff_numba_vs_reference", "value": speed["max_abs_diff_prefix"], "op": "<=", "goal": 1e-9, "unit": "abs"},
     ]

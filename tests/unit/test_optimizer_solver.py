@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from engine.schemas import OverloadReason
-from optimizer.curves import satisfaction
+from optimizer.curves import log_dissatisfaction, satisfaction
 from optimizer.overload import REASON_CODES, explain, required_prbs
 from optimizer.problem import CellProblem, EpochProblem, objective_value
 from optimizer.reference import SOLVED, solve_reference
@@ -58,9 +58,9 @@ def _rel_gap(a: float, b: float) -> float:
 
 
 def _marginal(p: CellProblem, x: np.ndarray) -> np.ndarray:
-    # d/dx of w log S(c x) = w k c (1 - S(c x))
-    s = np.asarray(satisfaction(p.c * x, p.adequate, p.desired, p.eps)).reshape(-1)
-    return p.weight * p.k * p.c * (1.0 - s)
+    # d/dx of w log S(c x) = w k c (1 - S(c x)); 1 - S from log(1 - S), exact when S rounds to 1
+    one_minus_s = np.exp(np.asarray(log_dissatisfaction(p.c * x, p.adequate, p.desired, p.eps)).reshape(-1))
+    return p.weight * p.k * p.c * one_minus_s
 
 
 def _lo(p: CellProblem) -> np.ndarray:
@@ -81,8 +81,6 @@ def test_weighted_sum_matches_cvxpy(p: CellProblem, price: float) -> None:
     assert ref.status in SOLVED, ref.status
     f_nb = objective_value(p, "weighted_sum", res.x, price)
     assert res.objective_continuous == pytest.approx(f_nb, rel=1e-12, abs=1e-12)
-    if _rel_gap(f_nb, ref.objective) > 1e-6:
-        import pickle; pickle.dump((p, price), open("/tmp/fail.pkl", "wb"))
     assert _rel_gap(f_nb, ref.objective) <= 1e-6, (f_nb, ref.objective)
 
 
@@ -123,7 +121,9 @@ def test_weighted_sum_numba_matches_numpy_reference(p: CellProblem, price: float
     f1 = objective_value(p, "weighted_sum", x1, price)
     f2 = objective_value(p, "weighted_sum", x2, price)
     assert _rel_gap(f1, f2) <= 1e-9
-    assert mu1 == pytest.approx(mu2, rel=1e-6, abs=1e-12)
+    # (mu itself need not match: at a kink any price in an interval is a valid multiplier)
+    assert x1.sum() <= p.n_prb + 1e-9 and x2.sum() <= p.n_prb + 1e-9
+    assert mu1 >= price and mu2 >= price
 
 
 def test_warm_start_changes_nothing_but_the_path() -> None:
@@ -173,16 +173,16 @@ def test_epsilon_constraint_feasibility_and_cost_match_cvxpy(p: CellProblem, s: 
     ref = solve_reference(p, "epsilon_constraint", target=s)
     lo = _lo(p)
     tr = p.target_rate(s)
-    req, need = required_prbs(p.c, lo, p.hi_prb, tr)
+    req, need, too_big = required_prbs(p.c, lo, p.hi_prb, tr, p.n_prb)
     reach = req >= 0
     cont_need = np.where(reach, np.maximum(lo, np.where(reach & (tr > 0), tr / np.where(p.c > 0, p.c, 1), lo)), lo).sum()
-    if need <= p.n_prb:
+    if need <= p.n_prb and not too_big:
         assert not res.overload or p.lo_prb.sum() > p.n_prb
         assert ref.status in SOLVED
         assert _rel_gap(res.objective_continuous, ref.objective) <= 1e-6
         assert res.prb_used == need  # least whole PRBs: exactly what the targets need
         assert res.served[reach].all()
-    elif cont_need > p.n_prb * (1 + 1e-6):
+    elif cont_need > p.n_prb * (1 + 1e-6) or too_big:
         assert res.overload
         assert ref.status == "infeasible"
 
@@ -256,8 +256,10 @@ def test_degrade_evenly_gives_everyone_one_level() -> None:
     # continuous allocation: a single logit level for all users with a channel (none reaches its cap)
     z = p.k * (p.c * r.x - p.m)
     assert np.ptp(z[act]) < 1e-9
-    assert not r.served[act].any()
-    assert set(r.reasons[:6]) == {OverloadReason.CAPACITY}
+    assert z[act].max() < p.k[0] * (p.adequate[0] - p.m[0])  # the common level is below every target (S = eps)
+    # whole PRBs can lift a user onto its target; everyone else is short for capacity
+    assert r.served[act].sum() <= 2
+    assert {r.reasons[i] for i in range(6) if not r.served[i]} == {OverloadReason.CAPACITY}
 
 
 def test_zero_users_and_zero_prbs() -> None:
