@@ -95,6 +95,27 @@ def omni_gain_db(shape: tuple[int, ...], gain_dbi: float = 0.0) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
+def vertical_attenuation_scalar(theta_deg: float, theta_3db: float, sla_v: float, downtilt_deg: float) -> float:
+    """A_V(theta) (dB, <= 0). Depends on the site only, so the kernel computes it
+    once per user and site, not per sector."""
+    t = (theta_deg - 90.0 - downtilt_deg) / theta_3db
+    return -min(12.0 * t * t, sla_v)
+
+
+@njit(cache=True, inline="always")
+def sector_gain_from_vertical(phi_deg: float, a_v: float, max_gain_dbi: float, phi_3db: float, a_m: float) -> float:
+    """G_max - min(-(A_H(phi) + a_v), A_m); a_v = 0 gives the horizontal cut alone."""
+    phi = phi_deg  # wrap to [-180, 180) without the slow float modulo
+    while phi >= 180.0:
+        phi -= 360.0
+    while phi < -180.0:
+        phi += 360.0
+    r = phi / phi_3db
+    a_h = -min(12.0 * r * r, a_m)
+    return max_gain_dbi - min(-(a_h + a_v), a_m)
+
+
+@njit(cache=True, inline="always")
 def sector_gain_scalar(
     phi_deg: float,
     theta_deg: float,
@@ -106,19 +127,9 @@ def sector_gain_scalar(
     downtilt_deg: float,
     vertical: bool,
 ) -> float:
-    """Scalar twin of `sector_gain_db` for the Numba radio kernel."""
-    phi = phi_deg  # wrap to [-180, 180) without the slow float modulo
-    while phi >= 180.0:
-        phi -= 360.0
-    while phi < -180.0:
-        phi += 360.0
-    r = phi / phi_3db
-    a_h = -min(12.0 * r * r, a_m)
-    if not vertical:
-        return max_gain_dbi + a_h
-    t = (theta_deg - 90.0 - downtilt_deg) / theta_3db
-    a_v = -min(12.0 * t * t, sla_v)
-    return max_gain_dbi - min(-(a_h + a_v), a_m)
+    """Scalar twin of `sector_gain_db`."""
+    a_v = vertical_attenuation_scalar(theta_deg, theta_3db, sla_v, downtilt_deg) if vertical else 0.0
+    return sector_gain_from_vertical(phi_deg, a_v, max_gain_dbi, phi_3db, a_m)
 
 
 @njit(cache=True, inline="always")
@@ -150,16 +161,15 @@ def atan2_deg_scalar(y: float, x: float) -> float:
     """atan2(y, x) in degrees, within 1e-7 deg of the exact value."""
     ax = abs(x)
     ay = abs(y)
-    big = max(ax, ay)
-    if big == 0.0:
-        return 0.0
-    t = min(ax, ay) / big
+    t = min(ax, ay) / max(ax, ay, 1e-300)
     s = t * t
-    r = t * (_C0 + s * (_C1 + s * (_C2 + s * (_C3 + s * (_C4 + s * (_C5 + s * (_C6 + s * (_C7 + s * (_C8 + s * _C9)))))))))
-    if ay > ax:
-        r = 0.5 * math.pi - r
-    if x < 0.0:
-        r = math.pi - r
-    if y < 0.0:
-        r = -r
-    return r * _DEG
+    s2 = s * s
+    s4 = s2 * s2
+    # Estrin's scheme: a shorter dependency chain than Horner's, same polynomial.
+    p03 = (_C0 + _C1 * s) + (_C2 + _C3 * s) * s2
+    p47 = (_C4 + _C5 * s) + (_C6 + _C7 * s) * s2
+    r = t * (p03 + p47 * s4 + (_C8 + _C9 * s) * (s4 * s4))
+    # Written as selects so the compiler need not branch on the quadrant.
+    r = (0.5 * math.pi - r) if ay > ax else r
+    r = (math.pi - r) if x < 0.0 else r
+    return math.copysign(r, y) * _DEG

@@ -19,9 +19,9 @@ Per epoch the simulator does, for users x cells (see docs/radio.md):
 4. `spectral_efficiency`: SINR -> CQI (TS 38.214 table 1 or 2) -> bit/s/Hz,
    `prb_rate_bps` -> bit/s per PRB.
 
-Units: dBm, dB, mW, metres, GHz. Hot loops are Numba kernels (parallel over
-blocks of users) behind plain functions; each has a NumPy reference of the
-same signature (`*_reference`) that the tests compare it with.
+Units: dBm, dB, mW, metres, GHz. Hot loops are Numba kernels behind plain
+functions; each has a NumPy reference of the same signature (`*_reference`)
+that the tests compare it with.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from scipy.special import ndtr
 
 from simulators.antenna import (
@@ -38,18 +38,21 @@ from simulators.antenna import (
     atan2_deg_scalar,
     relative_azimuth_deg,
     sector_gain_db,
-    sector_gain_scalar,
+    sector_gain_from_vertical,
+    vertical_attenuation_scalar,
     zenith_angle_deg,
 )
 from simulators.layout import Layout, site_offsets
 from simulators.pathloss import (
     los_probability,
+    los_probability_inverse,
     los_probability_scalar,
     pathloss_db,
     pathloss_constants,
     pathloss_from_constants,
     scenario_params,
     shadowing_sigma_db,
+    validate_inputs,
 )
 
 THERMAL_NOISE_DBM_HZ = -174.0
@@ -106,20 +109,20 @@ def thermal_noise_dbm(
     return n0_dbm_hz + 10.0 * math.log10(bandwidth_hz) + noise_figure_db
 
 
-def dbm_to_mw(dbm):
+def dbm_to_mw(dbm: np.ndarray | float) -> np.ndarray:
     return np.power(10.0, np.asarray(dbm, dtype=float) / 10.0)
 
 
-def mw_to_dbm(mw):
+def mw_to_dbm(mw: np.ndarray | float) -> np.ndarray:
     return 10.0 * np.log10(np.asarray(mw, dtype=float))
 
 
-def received_power_mw(gain_db: np.ndarray, tx_power_dbm) -> np.ndarray:
+def received_power_mw(gain_db: np.ndarray, tx_power_dbm: np.ndarray | float) -> np.ndarray:
     """Mean received power (mW) over the whole carrier, (n, C): tx power + gain."""
     return np.exp((np.asarray(gain_db) + np.asarray(tx_power_dbm, dtype=float)) * (math.log(10.0) / 10.0))
 
 
-def rsrp_dbm(gain_db: np.ndarray, tx_power_dbm, n_prb: int) -> np.ndarray:
+def rsrp_dbm(gain_db: np.ndarray, tx_power_dbm: np.ndarray | float, n_prb: int) -> np.ndarray:
     """RSRP (dBm per resource element): total power spread over 12 x n_prb REs."""
     return np.asarray(gain_db) + np.asarray(tx_power_dbm, dtype=float) - 10.0 * math.log10(12.0 * n_prb)
 
@@ -184,8 +187,10 @@ def refresh_due(
     so recomputing them for a user who moved 1 m is wasted work. Adds this
     epoch's movement to each user's distance since its last refresh and
     returns (rows due: distance >= refresh_m and > 0; their distance, to pass
-    to `advance_link_state`; the updated distances, 0 for the rows due).
-    refresh_m = 0 refreshes every user that moved at all.
+    to `refresh_links`; the updated distances, 0 for the rows due).
+    refresh_m = 0 refreshes every user that moved at all. Start the distances
+    uniform in [0, refresh_m) so users of one speed do not all come due in the
+    same epoch.
     """
     acc = np.asarray(since_refresh_m, dtype=float) + np.asarray(moved_m, dtype=float)
     due = (acc >= refresh_m) & (acc > 0.0)
@@ -206,6 +211,7 @@ def link_gain_db_reference(
     fc_ghz: float,
     pattern: SectorPattern = SectorPattern(),
     omni_gain_dbi: float = 0.0,
+    shadowing: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """NumPy reference of `link_gain_db` (same signature and result)."""
     dx, dy = site_offsets(layout, user_xy)
@@ -215,7 +221,7 @@ def link_gain_db_reference(
     p_los = los_probability(scenario, d2d, h_ut)
     los = ndtr(z_los) < p_los
     pl = pathloss_db(scenario, d2d, h_bs, h_ut, fc_ghz, los)
-    loss = pl + shadowing_sigma_db(scenario, los) * z_sf  # (n, S)
+    loss = pl + (shadowing_sigma_db(scenario, los) * z_sf if shadowing else 0.0)  # (n, S)
     cs = layout.cell_site
     az = layout.cell_azimuth_deg
     omni = np.isnan(az)
@@ -227,9 +233,18 @@ def link_gain_db_reference(
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _DB_TO_NEPER = math.log(10.0) / 10.0  # 10^(x/10) = exp(x * _DB_TO_NEPER)
-_BLOCK = 256  # users per parallel work item: scratch arrays are per block
+# Kernels walk users in blocks with per-block scratch, ready for prange. They are
+# serial: parallel=True cost ~20 s more cold compile and gained nothing on the
+# shared 2-core machine (measured); flip it here if the run has cores to spare.
+_BLOCK = 256
 # Phi(k) for k = -3..3: a ladder that decides Phi(z) < p for most links without erfc.
 _PHI_LADDER = np.array([ndtr(k) for k in (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)])
+# ... and the distances where Pr_LOS falls to those values, per scenario code
+# (users at or below 13 m), widened by 1e-9 so rounding can never flip a link:
+# with z in [k, k+1), d >= D_k means NLOS and d < D_{k+1} LOS, without exp().
+_LOS_D_NLOS = np.array([[los_probability_inverse(sc, float(p)) * (1.0 + 1e-9) for p in _PHI_LADDER]
+                        for sc in ("UMa", "UMi")])  # fmt: skip
+_LOS_D_LOS = _LOS_D_NLOS * ((1.0 - 1e-9) / (1.0 + 1e-9))
 
 
 @njit(cache=True, inline="always")
@@ -247,7 +262,20 @@ def _is_los(z: float, p_los: float) -> bool:
     return 0.5 * math.erfc(-z * _INV_SQRT2) < p_los
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def _link_is_los(code: int, z: float, d2d: float, h_ut: float) -> bool:
+    """LOS state of one link: Phi(z) < Pr_LOS(d2D), mostly from distance alone."""
+    k = math.floor(z)
+    if -3.0 <= k and k + 1.0 <= 3.0 and (code == 1 or h_ut <= 13.0):
+        i = int(k) + 3
+        if d2d >= _LOS_D_NLOS[code, i]:  # Pr_LOS(d) <= Phi(k) <= Phi(z)
+            return False
+        if d2d < _LOS_D_LOS[code, i + 1]:  # Pr_LOS(d) > Phi(k + 1) >= Phi(z)
+            return True
+    return _is_los(z, los_probability_scalar(code, d2d, h_ut))
+
+
+@njit(cache=True)
 def _links_kernel(
     rows, ux, uy, uh, moved, innov, evolve, z_sf, z_los, los_out,
     gain, rsrp, rx, write_power, tx_dbm, rsrp_offset,
@@ -262,11 +290,14 @@ def _links_kernel(
     n_sites = z_sf.shape[1]
     n_cells = cell_site.shape[0]
     n_shift = shifts.shape[0]
+    near2 = 1e300  # squared distance below which the unshifted site is nearest
+    for k in range(1, n_shift):
+        near2 = min(near2, 0.25 * (shifts[k, 0] ** 2 + shifts[k, 1] ** 2))
     n_blocks = (m + _BLOCK - 1) // _BLOCK
-    for b in prange(n_blocks):
+    for b in range(n_blocks):
         loss = np.empty(n_sites)
         azim = np.empty(n_sites)
-        zen = np.empty(n_sites)
+        a_v = np.empty(n_sites)
         for i in range(b * _BLOCK, min(m, (b + 1) * _BLOCK)):
             u = rows[i]
             if evolve:
@@ -288,33 +319,40 @@ def _links_kernel(
                 if sh[s] != last_h:  # masts usually share one height: once per user
                     last_h = sh[s]
                     dh2, dbp, a1, b1, a2, a_n, b_n = pathloss_constants(code, sh[s], uh[u], fc_ghz)
-                best = 1e300
-                bx = 0.0
-                by = 0.0
-                for k in range(n_shift):  # nearest wrap-around copy of the site
-                    dx = ux[u] - sx[s] - shifts[k, 0]
-                    dy = uy[u] - sy[s] - shifts[k, 1]
-                    d = dx * dx + dy * dy
-                    if d < best:
-                        best = d
-                        bx = dx
-                        by = dy
+                ox = ux[u] - sx[s] - shifts[0, 0]
+                oy = uy[u] - sy[s] - shifts[0, 1]
+                bx = ox
+                by = oy
+                best = ox * ox + oy * oy
+                # A copy shifted by L can only be nearer when the site is more
+                # than L/2 away, so near sites skip the search.
+                if best > near2:
+                    for k in range(1, n_shift):  # nearest wrap-around copy of the site
+                        dx = ox - shifts[k, 0] + shifts[0, 0]
+                        dy = oy - shifts[k, 1] + shifts[0, 1]
+                        d = dx * dx + dy * dy
+                        if d < best:
+                            best = d
+                            bx = dx
+                            by = dy
                 d2d = math.sqrt(best)
-                los = _is_los(z_los[u, s], los_probability_scalar(code, d2d, uh[u]))
+                los = _link_is_los(code, z_los[u, s], d2d, uh[u])
                 los_out[u, s] = los
                 sig = sig_los if los else sig_nlos
                 pl = pathloss_from_constants(d2d, dh2, dbp, a1, b1, a2, a_n, b_n, los)
                 loss[s] = pl + sig * z_sf[u, s]
                 azim[s] = atan2_deg_scalar(by, bx)
-                zen[s] = 90.0 + atan2_deg_scalar(sh[s] - uh[u], d2d) if vertical else 90.0
+                if vertical:
+                    zen = 90.0 + atan2_deg_scalar(sh[s] - uh[u], d2d)
+                    a_v[s] = vertical_attenuation_scalar(zen, theta3, sla_v, tilt)
+                else:
+                    a_v[s] = 0.0
             for c in range(n_cells):
                 s = cell_site[c]
                 if cell_omni[c]:
                     g = omni_gain - loss[s]
                 else:
-                    g = sector_gain_scalar(
-                        azim[s] - cell_az[c], zen[s], g_max, phi3, theta3, a_m, sla_v, tilt, vertical
-                    ) - loss[s]
+                    g = sector_gain_from_vertical(azim[s] - cell_az[c], a_v[s], g_max, phi3, a_m) - loss[s]
                 gain[u, c] = g
                 if write_power:
                     rsrp[u, c] = g + tx_dbm[c] - rsrp_offset
@@ -324,9 +362,10 @@ def _links_kernel(
 def _run_links_kernel(
     rows, user_xy, user_height_m, moved, innov, evolve, z_sf, z_los, los,
     gain, rsrp, rx, write_power, tx_dbm, rsrp_offset,
-    layout, scenario, fc_ghz, pattern, omni_gain_dbi,
+    layout, scenario, fc_ghz, pattern, omni_gain_dbi, shadowing,
 ):  # fmt: skip
     p = scenario_params(scenario)
+    sig_los, sig_nlos = (p.sigma_sf_los_db, p.sigma_sf_nlos_db) if shadowing else (0.0, 0.0)
     xy = np.asarray(user_xy, dtype=float)
     n = xy.shape[0]
     _links_kernel(
@@ -339,7 +378,7 @@ def _run_links_kernel(
         layout.site_height_m.astype(float), np.ascontiguousarray(layout.wrap_shifts, dtype=float),
         layout.cell_site.astype(np.int64),
         np.where(layout.cell_omni, 0.0, layout.cell_azimuth_deg), layout.cell_omni.copy(),
-        p.code, float(fc_ghz), p.sigma_sf_los_db, p.sigma_sf_nlos_db,
+        p.code, float(fc_ghz), sig_los, sig_nlos,
         p.sf_decorrelation_los_m, p.sf_decorrelation_nlos_m, p.los_decorrelation_m,
         pattern.max_gain_dbi, pattern.phi_3db_deg, pattern.theta_3db_deg,
         pattern.front_to_back_db, pattern.side_lobe_vertical_db, pattern.downtilt_deg,
@@ -357,6 +396,7 @@ def link_gain_db(
     fc_ghz: float,
     pattern: SectorPattern = SectorPattern(),
     omni_gain_dbi: float = 0.0,
+    shadowing: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Link gain (dB) of every user to every cell, and each (user, site) LOS state.
 
@@ -364,6 +404,7 @@ def link_gain_db(
            - 38.901 path loss in the link's LOS state - sigma(LOS) * z_sf.
     A link is LOS when Phi(z_los) < Pr_LOS(d2D), so LOS flips consistently as
     the user moves. user_xy (n, 2), user_height_m (n,), z_* (n, S).
+    `shadowing=False` leaves shadowing out (the latents still set LOS state).
     Returns gain_db (n, C) and los (n, S) bool.
     """
     n = np.asarray(user_xy).shape[0]
@@ -374,7 +415,7 @@ def link_gain_db(
         np.arange(n), user_xy, user_height_m, np.zeros(0), np.empty((2, 0, 0)), False,
         np.ascontiguousarray(z_sf, dtype=float), np.ascontiguousarray(z_los, dtype=float), los,
         gain, none, none, False, np.zeros(layout.n_cells), 0.0,
-        layout, scenario, fc_ghz, pattern, omni_gain_dbi,
+        layout, scenario, fc_ghz, pattern, omni_gain_dbi, shadowing,
     )  # fmt: skip
     return gain, los
 
@@ -412,11 +453,18 @@ def init_links(
     rng: np.random.Generator,
     pattern: SectorPattern = SectorPattern(),
     omni_gain_dbi: float = 0.0,
+    shadowing: bool = True,
 ) -> Links:
-    """Fresh latents from `rng` and the full link budget of every user."""
+    """Fresh latents from `rng` and the full link budget of every user.
+
+    ValueError when carrier or heights are outside the scenario's validity.
+    """
+    validate_inputs(scenario, fc_ghz, layout.site_height_m, user_height_m)
     n = np.asarray(user_xy).shape[0]
     z_sf, z_los = init_link_state(n, layout.n_sites, rng)
-    gain, los = link_gain_db(user_xy, user_height_m, z_sf, z_los, layout, scenario, fc_ghz, pattern, omni_gain_dbi)
+    gain, los = link_gain_db(
+        user_xy, user_height_m, z_sf, z_los, layout, scenario, fc_ghz, pattern, omni_gain_dbi, shadowing
+    )
     tx = np.broadcast_to(np.asarray(tx_power_dbm, dtype=float), (layout.n_cells,))
     return Links(z_sf, z_los, los, gain, rsrp_dbm(gain, tx, n_prb), received_power_mw(gain, tx))
 
@@ -435,6 +483,7 @@ def refresh_links_reference(
     rng: np.random.Generator,
     pattern: SectorPattern = SectorPattern(),
     omni_gain_dbi: float = 0.0,
+    shadowing: bool = True,
 ) -> None:
     """NumPy reference of `refresh_links` (same signature and effect)."""
     rows = np.asarray(rows, dtype=np.int64)
@@ -451,7 +500,8 @@ def refresh_links_reference(
     z_los = evolve_latent(z_los, moved, p.los_decorrelation_m, e[1])
     h = np.broadcast_to(np.asarray(user_height_m, dtype=float), (np.asarray(user_xy).shape[0],))
     gain, los = link_gain_db_reference(
-        np.asarray(user_xy)[rows], h[rows], z_sf, z_los, layout, scenario, fc_ghz, pattern, omni_gain_dbi
+        np.asarray(user_xy)[rows], h[rows], z_sf, z_los, layout, scenario, fc_ghz, pattern, omni_gain_dbi,
+        shadowing,
     )
     tx = np.broadcast_to(np.asarray(tx_power_dbm, dtype=float), (layout.n_cells,))
     links.z_sf[rows], links.z_los[rows], links.los[rows] = z_sf, z_los, los
@@ -474,6 +524,7 @@ def refresh_links(
     rng: np.random.Generator,
     pattern: SectorPattern = SectorPattern(),
     omni_gain_dbi: float = 0.0,
+    shadowing: bool = True,
 ) -> None:
     """Move the users in `rows` and recompute their links, in place.
 
@@ -493,7 +544,7 @@ def refresh_links(
     _run_links_kernel(
         rows, user_xy, user_height_m, moved, e, True, links.z_sf, links.z_los, links.los,
         links.gain_db, links.rsrp_dbm, links.rx_mw, True, tx, 10.0 * math.log10(12.0 * n_prb),
-        layout, scenario, fc_ghz, pattern, omni_gain_dbi,
+        layout, scenario, fc_ghz, pattern, omni_gain_dbi, shadowing,
     )  # fmt: skip
 
 
@@ -582,7 +633,7 @@ def sinr_db_reference(
     return out[:, 0] if single else out.T
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _faded_power_kernel(rx, serving, key, use_fading, floor_lin):
     """Faded received powers (n, C) with the serving column zeroed, and the
     faded serving power (n,)."""
@@ -590,7 +641,7 @@ def _faded_power_kernel(rx, serving, key, use_fading, floor_lin):
     faded = np.empty((n, n_cells))
     signal = np.empty(n)
     n_blocks = (n + _BLOCK - 1) // _BLOCK
-    for b in prange(n_blocks):
+    for b in range(n_blocks):
         for u in range(b * _BLOCK, min(n, (b + 1) * _BLOCK)):
             s = serving[u]
             thr = rx[u, s] * floor_lin

@@ -33,7 +33,7 @@ PEDESTRIAN_KMH = 3.0
 VEHICULAR_KMH = 30.0
 
 
-def kmh_to_mps(kmh):
+def kmh_to_mps(kmh: np.ndarray | float) -> np.ndarray:
     return np.asarray(kmh, dtype=float) / 3.6
 
 

@@ -115,7 +115,7 @@ def validate_inputs(
             )
 
 
-def distance_3d_m(d2d_m: np.ndarray, bs_height_m, ut_height_m) -> np.ndarray:
+def distance_3d_m(d2d_m: np.ndarray, bs_height_m: np.ndarray | float, ut_height_m: np.ndarray | float) -> np.ndarray:
     """3D distance from 2D distance and the two antenna heights."""
     dh = np.asarray(bs_height_m, dtype=float) - np.asarray(ut_height_m, dtype=float)
     return np.sqrt(np.asarray(d2d_m, dtype=float) ** 2 + dh**2)
@@ -210,6 +210,27 @@ def shadowing_decorrelation_m(scenario: str, los: np.ndarray) -> np.ndarray:
 
 
 _INV_LN10 = 1.0 / math.log(10.0)
+
+
+def los_probability_inverse(scenario: str, p_target: float) -> float:
+    """Distance (m) beyond which Pr_LOS <= p_target (users at or below 13 m).
+
+    Pr_LOS falls strictly from 1 at 18 m, so the crossing is unique; found by
+    bisection. The radio kernel uses a few of these to settle most links'
+    LOS state from their distance alone.
+    """
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    lo, hi = 18.0, 18.0
+    while los_probability(scenario, np.array([hi]), 1.5)[0] > p_target:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if los_probability(scenario, np.array([mid]), 1.5)[0] > p_target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 # --- scalar twins for the Numba kernels (same formulas, one link at a time) ---

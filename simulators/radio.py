@@ -23,6 +23,9 @@ from simulators.population import Population
 
 # TS 38.306 FR1 downlink overhead: the share of resource elements not carrying data.
 DL_OVERHEAD = 0.14
+# Large-scale gains are recomputed for a user once it has moved this far since the
+# last time: shadowing decorrelates over 10-50 m, so metre-by-metre updates buy nothing.
+REFRESH_M = 5.0
 
 
 def build_layout(cfg: Config) -> tuple[Layout, list[str]]:
@@ -69,43 +72,35 @@ class RadioNetwork:
         self.memory = pop.memory[pop.segment]
         xy = sample_positions(self.layout, n, rng)
         self.mobility: MobilityState = init_mobility(xy, self.mean_speed, self.layout.bounds, rng)
-        self.z_sf, self.z_los = ch.init_link_state(n, self.layout.n_sites, rng)
-        if not r.shadowing:
-            self.z_sf[:] = 0.0
+        self.ue_height = np.full(n, r.ue_height_m)
+        self.links = ch.init_links(xy, self.ue_height, self.layout, r.scenario, r.carrier_ghz, r.tx_power_dbm,
+                                   r.prb_per_cell, rng, shadowing=r.shadowing)
+        # Spread the refresh phase so users of one speed do not all come due together.
+        self.since_refresh = rng.uniform(0.0, REFRESH_M, n)
         bw_hz = r.prb_per_cell * r.prb_bandwidth_hz
         self.noise_mw = float(ch.dbm_to_mw(ch.thermal_noise_dbm(bw_hz, r.noise_figure_db)))
-        gain, self.los = self._gains()
-        self.rsrp = ch.rsrp_dbm(gain, r.tx_power_dbm, r.prb_per_cell)
+        self.rsrp = self.links.rsrp_dbm.copy()
         self.handover: HandoverState = attach(self.rsrp)
-        self.rx_mw = ch.received_power_mw(gain, r.tx_power_dbm)
-
-    def _gains(self) -> tuple[np.ndarray, np.ndarray]:
-        r = self.cfg.radio
-        return ch.link_gain_db(
-            self.mobility.xy, np.full(self.mobility.xy.shape[0], r.ue_height_m), self.z_sf, self.z_los,
-            self.layout, r.scenario, r.carrier_ghz,
-        )
 
     @property
     def xy(self) -> np.ndarray:
         return self.mobility.xy
 
     def step(self, dt_s: float, rng: np.random.Generator) -> RadioEpoch:
-        """Move users, update their links and serving cells, draw this epoch's fading key."""
+        """Move users, refresh the links of those that moved far enough, update serving cells."""
         r = self.cfg.radio
         alpha = float(np.mean(self.memory)) if self.memory.size else 0.85
         self.mobility, moved = step_mobility(
             self.mobility, self.model, self.mean_speed, dt_s, self.layout.bounds, rng, alpha=alpha
         )
-        self.z_sf, self.z_los = ch.advance_link_state(self.z_sf, self.z_los, self.los, moved, r.scenario, rng)
-        if not r.shadowing:
-            self.z_sf[:] = 0.0
-        gain, self.los = self._gains()
-        self.rsrp = l3_filter(self.rsrp, ch.rsrp_dbm(gain, r.tx_power_dbm, r.prb_per_cell))
+        rows, dist, self.since_refresh = ch.refresh_due(self.since_refresh, moved, REFRESH_M)
+        if rows.size:
+            ch.refresh_links(self.links, rows, self.mobility.xy, self.ue_height, dist, self.layout, r.scenario,
+                             r.carrier_ghz, r.tx_power_dbm, r.prb_per_cell, rng, shadowing=r.shadowing)
+        self.rsrp = l3_filter(self.rsrp, self.links.rsrp_dbm)
         self.handover, went = handover_step(self.handover, self.rsrp, r.handover_hysteresis_db, r.handover_ttt_epochs)
-        self.rx_mw = ch.received_power_mw(gain, r.tx_power_dbm)
         key = ch.fading_key(rng) if r.fast_fading == "rayleigh" else None
-        return RadioEpoch(self.handover.serving.copy(), went, self.rx_mw, key)
+        return RadioEpoch(self.handover.serving.copy(), went, self.links.rx_mw, key)
 
     def efficiency(self, ep: RadioEpoch, loads: np.ndarray) -> np.ndarray:
         """Data spectral efficiency (bit/s/Hz after overhead) per policy and user.

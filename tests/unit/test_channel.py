@@ -172,6 +172,30 @@ def test_refresh_links_kernel_matches_reference_and_touches_only_its_rows(wrap):
     assert np.allclose(a.rx_mw, ch.received_power_mw(a.gain_db, tx), rtol=1e-12)
 
 
+def test_init_links_rejects_out_of_range_inputs():
+    L = hex_layout(0, 500.0)
+    with pytest.raises(ValueError, match="UT height"):
+        ch.init_links(np.zeros((1, 2)), [0.5], L, "UMa", 3.5, 46.0, 51, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="carrier"):
+        ch.init_links(np.zeros((1, 2)), [1.5], L, "UMa", 200.0, 46.0, 51, np.random.default_rng(0))
+
+
+def test_shadowing_can_be_switched_off():
+    L, xy, h, zs, zl = _setup(n=200, seed=14)
+    on, los_on = ch.link_gain_db(xy, h, zs, zl, L, "UMa", 3.5)
+    off, los_off = ch.link_gain_db(xy, h, zs, zl, L, "UMa", 3.5, shadowing=False)
+    zero, _ = ch.link_gain_db(xy, h, np.zeros_like(zs), zl, L, "UMa", 3.5)
+    assert np.array_equal(los_on, los_off)
+    assert np.allclose(off, zero) and not np.allclose(on, off)
+    ref, _ = ch.link_gain_db_reference(xy, h, zs, zl, L, "UMa", 3.5, shadowing=False)
+    assert np.allclose(off, ref, atol=1e-6)
+    a = ch.init_links(xy, h, L, "UMa", 3.5, 46.0, 51, np.random.default_rng(0), shadowing=False)
+    rows = np.arange(200)
+    ch.refresh_links(a, rows, xy, h, np.full(200, 30.0), L, "UMa", 3.5, 46.0, 51, np.random.default_rng(1), shadowing=False)
+    again, _ = ch.link_gain_db(xy, h, np.zeros_like(zs), a.z_los, L, "UMa", 3.5)
+    assert np.allclose(a.gain_db, again)
+
+
 def test_static_refresh_keeps_shadowing():
     L, xy, h, _, _ = _setup(n=50, seed=13)
     a = ch.init_links(xy, h, L, "UMi", 3.5, 30.0, 51, np.random.default_rng(1))
@@ -299,3 +323,35 @@ def test_table2_reaches_higher_than_table1_only_at_high_sinr():
 def test_prb_rate_hand_value():
     # 12 subcarriers x 30 kHz x 14/15 symbols x (1 - 0.14) at 1 bit/s/Hz
     assert ch.prb_rate_bps(np.array([1.0]), 30.0)[0] == pytest.approx(12 * 30e3 * 14 / 15 * 0.86)
+
+
+def test_whole_radio_epoch_is_deterministic_under_a_seed():
+    from simulators import handover as ho
+    from simulators import mobility as mob
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        L = hex_layout(1, 300.0, wrap_around=True)
+        n = 300
+        xy = sample_positions(L, n, rng)
+        h = np.full(n, 1.5)
+        model = np.array([mob.STATIC, mob.RANDOM_WAYPOINT, mob.GAUSS_MARKOV] * 100)
+        speed = np.full(n, 5.0)
+        st = mob.init_mobility(xy, speed, L.bounds, rng)
+        links = ch.init_links(xy, h, L, "UMi", 3.5, 30.0, 51, rng)
+        hs = ho.attach(links.rsrp_dbm)
+        since = np.zeros(n)
+        out = []
+        for _ in range(5):
+            st, moved = mob.step_mobility(st, model, speed, 1.0, L.bounds, rng)
+            rows, dist, since = ch.refresh_due(since, moved, 3.0)
+            ch.refresh_links(links, rows, st.xy, h, dist, L, "UMi", 3.5, 30.0, 51, rng)
+            hs, _ = ho.handover_step(hs, links.rsrp_dbm, 2.0, 1)
+            out.append(ch.sinr_db(links.rx_mw, hs.serving, np.full(21, 0.7), 1e-10, ch.fading_key(rng)))
+        return np.array(out), links.gain_db
+
+    a, ga = run(21)
+    b, gb = run(21)
+    c, _ = run(22)
+    assert np.array_equal(a, b) and np.array_equal(ga, gb)
+    assert not np.allclose(a, c)
