@@ -155,6 +155,14 @@ class Application(_Section):
     def higher_is_better(self) -> bool:
         return self.metric is Metric.THROUGHPUT
 
+    def metric_params(self) -> dict[str, float]:
+        """The parameters `optimizer.qos` needs to map this app's metric to rate."""
+        if self.metric in (Metric.LATENCY, Metric.STARTUP):
+            return {"base_ms": self.base_ms, "payload_kbit": self.payload_kbit}
+        if self.metric is Metric.STALL:
+            return {"bitrate_mbps": self.bitrate_mbps}
+        return {}
+
 
 # ---------------------------------------------------------------- population
 

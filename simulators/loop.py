@@ -64,20 +64,11 @@ def zones_in_rate(cfg: Config, pop: Population) -> tuple[np.ndarray, np.ndarray]
     d = np.full(pop.desired.shape, np.nan)
     for ai, app in enumerate(pop.apps):
         spec = cfg.applications[app]
-        params = _metric_params(cfg, app)
+        params = spec.metric_params()
         ok = ~np.isnan(pop.adequate[:, ai])
         a[ok, ai], d[ok, ai] = qosmap.zone_in_rate(spec.metric.value, pop.adequate[ok, ai], pop.desired[ok, ai],
                                                    **params)
     return a, d
-
-
-def _metric_params(cfg: Config, app: str) -> dict[str, float]:
-    spec = cfg.applications[app]
-    if spec.metric.value in ("latency_ms", "startup_delay_s"):
-        return {"base_ms": spec.base_ms, "payload_kbit": spec.payload_kbit}
-    if spec.metric.value == "stall_ratio":
-        return {"bitrate_mbps": spec.bitrate_mbps}
-    return {}
 
 
 class EnginePolicy:
@@ -223,7 +214,8 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
                 q = np.empty(who.size)
                 for k in np.unique(app[who]):
                     m = app[who] == k
-                    q[m] = qosmap.qos_for_rate(pop.metrics[k], rate[who][m], **_metric_params(cfg, pop.apps[k]))
+                    params = cfg.applications[pop.apps[k]].metric_params()
+                    q[m] = qosmap.qos_for_rate(pop.metrics[k], rate[who][m], **params)
                 q = np.where(np.isfinite(q), q, 1e9)  # an unusable session: the metric's worst
                 engine.publish_feedback(epoch, ts, pop, who, app, q, signal, rating, ep.serving)
         if progress is not None:
