@@ -63,8 +63,8 @@ class ItemCooccurrence(OnlineModel):
     predict(query): `SequenceQuery` -> (B, n_items) scores.
     """
 
-    def __init__(self, window: int = 10, decay: float = 0.8, alpha: float = 0.5, beta: float = 0.5,
-                 recency: float = 0.8, query_len: int = 10, pop_weight: float = 1e-3,
+    def __init__(self, window: int = 20, decay: float = 0.9, alpha: float = 0.5, beta: float = 0.5,
+                 recency: float = 0.9, query_len: int = 20, pop_weight: float = 1e-3,
                  forward_only: bool = False) -> None:
         if window < 1 or query_len < 1:
             raise ValueError("window and query_len must be >= 1")
@@ -99,22 +99,43 @@ class ItemCooccurrence(OnlineModel):
         p = self.params
         _learn(self.C, self.n, self.recent.hist, user, item, weight, p["window"], p["decay"], p["forward_only"])
 
-    def predict(self, query: SequenceQuery) -> np.ndarray:
-        p = self.params
-        seq = self.recent.sequences(query.users) if query.sequences is None else np.asarray(query.sequences)
-        m = self.n_items
+    def _query_weights(self, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Clean (B, q) sequences and their per-position weights recency**age / n_j**alpha."""
+        p, m = self.params, self.n_items
         seq = seq[:, -p["query_len"]:]
         seq = np.where(seq < m, seq, -1)  # items this model has not seen carry no links
+        age = np.arange(seq.shape[1])[::-1]  # positions from the most recent backwards
+        n = self.n[:m] if m else np.ones(1)
+        wq = np.where(seq >= 0, p["recency"] ** age, 0.0) / np.maximum(n[np.maximum(seq, 0)], 1.0) ** p["alpha"]
+        return np.maximum(seq, 0), wq.astype(np.float32)
+
+    def predict(self, query: SequenceQuery) -> np.ndarray:
+        p, m = self.params, self.n_items
+        seq = self.recent.sequences(query.users) if query.sequences is None else np.asarray(query.sequences)
         if m == 0:
             return np.zeros((len(seq), 0))
         n = self.n[:m]
-        pop = n / max(n.sum(), 1e-300)
-        # Positions from the most recent backwards, weighted recency**age.
-        age = np.arange(seq.shape[1])[::-1]
-        wq = np.where(seq >= 0, p["recency"] ** age, 0.0) / np.maximum(n[np.maximum(seq, 0)], 1.0) ** p["alpha"]
-        rows = self.C[np.maximum(seq, 0), :m]  # (B, L, m)
-        s = np.einsum("bl,blm->bm", wq.astype(np.float32), rows) / np.maximum(n, 1.0) ** p["beta"]
-        return s + p["pop_weight"] * pop
+        seq, wq = self._query_weights(seq)
+        rows = self.C[seq, :m]  # (B, L, m)
+        s = np.einsum("bl,blm->bm", wq, rows) / np.maximum(n, 1.0) ** p["beta"]
+        return s + p["pop_weight"] * n / max(n.sum(), 1e-300)
+
+    def predict_columns(self, sequences: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(B, M) scores of the items `cols` (B, M) per row: `predict` restricted to them,
+        for training a model on a few candidates without scoring the whole catalog."""
+        p, m = self.params, self.n_items
+        cols = np.asarray(cols, dtype=np.int64)
+        if m == 0:
+            return np.zeros(cols.shape)
+        seq, wq = self._query_weights(np.asarray(sequences))
+        known = cols < m
+        c = np.where(known, cols, 0)
+        rows = self.C[seq[:, :, None], c[:, None, :]]  # (B, L, M)
+        n = self.n[:m]
+        nc = n[c]
+        s = np.einsum("bl,blm->bm", wq, rows) / np.maximum(nc, 1.0) ** p["beta"]
+        s = s + p["pop_weight"] * nc / max(n.sum(), 1e-300)
+        return np.where(known, s, 0.0)
 
     def snapshot(self) -> dict[str, Any]:
         m = self.n_items
