@@ -53,7 +53,9 @@ class Radio(_Section):
     fast_fading: Literal["rayleigh", "none"] = "rayleigh"
     cqi_table: Literal[1, 2] = 1
     handover_hysteresis_db: NonNegFloat = 3.0
-    handover_ttt_epochs: Annotated[int, Field(ge=0, le=100)] = 2
+    # 3GPP time-to-trigger is 40-640 ms: a whole allocation epoch (~1 s) or more is
+    # already longer, so the default hands over at the first epoch the A3 condition holds.
+    handover_ttt_epochs: Annotated[int, Field(ge=0, le=100)] = 0
 
     @property
     def prb_bandwidth_hz(self) -> float:

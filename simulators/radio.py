@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.config import Config
 from simulators import channel as ch
-from simulators.handover import HandoverState, attach, handover_step, l3_filter
+from simulators.handover import HandoverState, attach, handover_step
 from simulators.layout import Layout, explicit_layout, hex_layout, sample_positions
 from simulators.mobility import MODEL_CODES, MobilityState, init_mobility, step_mobility
 from simulators.population import Population
@@ -26,6 +26,11 @@ DL_OVERHEAD = 0.14
 # Large-scale gains are recomputed for a user once it has moved this far since the
 # last time: shadowing decorrelates over 10-50 m, so metre-by-metre updates buy nothing.
 REFRESH_M = 5.0
+# The UE's layer-3 RSRP filter runs per measurement period (TS 38.331, k = 4), not per
+# allocation epoch: over an epoch of m periods its weight on the new sample is
+# 1 - (1 - a)^m, which is ~1 for epochs of a second or more.
+L3_PERIOD_S = 0.2
+L3_A = 0.5  # 1 / 2^(k/4), k = 4
 
 
 def build_layout(cfg: Config) -> tuple[Layout, list[str]]:
@@ -97,7 +102,8 @@ class RadioNetwork:
         if rows.size:
             ch.refresh_links(self.links, rows, self.mobility.xy, self.ue_height, dist, self.layout, r.scenario,
                              r.carrier_ghz, r.tx_power_dbm, r.prb_per_cell, rng, shadowing=r.shadowing)
-        self.rsrp = l3_filter(self.rsrp, self.links.rsrp_dbm)
+        a = 1.0 - (1.0 - L3_A) ** max(dt_s / L3_PERIOD_S, 1.0)
+        self.rsrp = (1.0 - a) * self.rsrp + a * self.links.rsrp_dbm
         self.handover, went = handover_step(self.handover, self.rsrp, r.handover_hysteresis_db, r.handover_ttt_epochs)
         key = ch.fading_key(rng) if r.fast_fading == "rayleigh" else None
         return RadioEpoch(self.handover.serving.copy(), went, self.links.rx_mw, key)
