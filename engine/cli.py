@@ -15,7 +15,8 @@ from typing import Annotated, NoReturn, Optional
 import typer
 from rich.console import Console
 
-from engine.config import Config, ConfigError, load_config
+from engine import logs
+from engine.config import Config, ConfigError, load_config, secrets_from_env
 
 app = typer.Typer(
     name="zot",
@@ -44,12 +45,15 @@ def _not_yet(what: str, issue: int) -> NoReturn:
 
 def _config(path: Path) -> Config:
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False)
         err.print(f"zot: {len(exc.problems)} problem(s) in {path}", markup=False)
         raise typer.Exit(2) from None
+    # Whatever a command logs from here on, the credentials this config names are masked.
+    logs.register_secrets(secrets_from_env(cfg))
+    return cfg
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="Operator config file (YAML).", show_default=False)]
@@ -73,6 +77,8 @@ def simulate(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<name>-<time>).")] = None,
     policy: Annotated[str, typer.Option(help="Policies, comma-separated; 'all'; or 'config' (the config's list).")] = "config",
     kafka: Annotated[bool, typer.Option("--kafka", help="Use the Kafka bus from the config instead of the embedded one.")] = False,
+    engine_workers: Annotated[int, typer.Option("--engine-workers", help="With --kafka: engine worker processes to "
+                                                "start for the run (0: use workers already running).")] = 1,
 ) -> None:
     """Run a simulation with the engine in the loop (embedded bus by default)."""
     import time
@@ -83,8 +89,6 @@ def simulate(
     from simulators.run_dir import write_run
 
     cfg = _config(config)
-    if kafka:
-        _not_yet("`zot simulate --kafka` (the engine on Kafka)", 6)
     names = list(cfg.simulation.policies) if policy == "config" else (
         ["zot", "universal_fit", "equal_share", "proportional_fair", "max_rate"] if policy == "all" else
         [p.strip() for p in policy.split(",")])
@@ -95,10 +99,54 @@ def simulate(
     with Progress(TextColumn("[bold]simulate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task(f"{cfg.name}: {', '.join(names)}", total=cfg.simulation.epochs)
-        result = run(cfg, names, progress=lambda e: bar.update(task, completed=e))
+        if not kafka:
+            result = run(cfg, names, progress=lambda e: bar.update(task, completed=e))
+        else:
+            result = _simulate_on_kafka(cfg, config, names, engine_workers, run_dir,
+                                        lambda e: bar.update(task, completed=e))
     summary = write_run(result, run_dir)
     _print_summary(summary)
     out.print(f"results: {run_dir}", markup=False)
+    report(run_dir)
+
+
+def _simulate_on_kafka(cfg: Config, config: Path, names: list[str], n_workers: int, run_dir: Path, progress):
+    """The simulation with `zot engine` workers on the configured Kafka deciding for the zot policy."""
+    import signal
+
+    from engine.config import secrets_from_env
+    from engine.faust_app import app_id
+    from engine.kafka_client import KafkaSetupError, client_options, ensure_topics
+    from engine.remote_engine import RemoteEngineBus, spawn_worker, wait_group_members
+    from engine.state_changelog import ensure_changelog
+    from simulators.loop import run
+
+    if "zot" not in names:
+        _fail("--kafka runs the engine: include the 'zot' policy", 2)
+    try:
+        options = client_options(cfg.kafka, secrets_from_env(cfg))
+        ensure_topics(options, cfg.kafka)
+        ensure_changelog(options, cfg.kafka)
+    except KafkaSetupError as exc:
+        _fail(str(exc), 2)
+    except Exception as exc:  # noqa: BLE001 - no broker: say so, no traceback
+        _fail(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}", 1)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    workers = [spawn_worker(config.resolve(), f"sim{i}", run_dir / f"engine-worker{i}.log") for i in range(n_workers)]
+    try:
+        if workers:
+            wait_group_members(options, app_id(cfg), n_workers)
+        bus = RemoteEngineBus(cfg, options, workers=workers)
+        try:
+            return run(cfg, names, bus=bus, progress=progress)
+        finally:
+            bus.close()
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(60)
 
 
 def _print_summary(summary: dict) -> None:
@@ -128,23 +176,127 @@ def _print_summary(summary: dict) -> None:
 
 
 @app.command()
-def engine(config: ConfigArg) -> None:
-    """Start an engine worker on the Kafka bus named in the config."""
-    _config(config)
-    _not_yet("`zot engine`", 6)
+def engine(
+    config: ConfigArg,
+    worker_id: Annotated[str, typer.Option("--worker-id", help="Stable id of this worker (its transactional id); "
+                                           "restart a dead worker with the same id.")] = "0",
+    log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+    consumer: Annotated[str, typer.Option("--consumer", help="'faust': a Faust agent reads the inputs; 'batch': "
+                                          "aiokafka fetches in the same worker (faster).")] = "faust",
+) -> None:
+    """Start an engine worker (Faust) on the Kafka cluster named in the config."""
+    import logging
+
+    from engine.config import secrets_from_env
+    from engine.faust_app import run_worker
+    from engine.kafka_client import KafkaSetupError, client_options, ensure_topics
+    from engine.state_changelog import ensure_changelog
+    from simulators.radio import build_layout
+
+    cfg = _config(config)
+    if consumer not in ("faust", "batch"):
+        _fail(f"--consumer {consumer!r}: allowed 'faust' or 'batch'", 2)
+    if cfg.engine.epoch_trigger == "timer":
+        _not_yet("engine.epoch_trigger: timer (the worker decides on each KPI report)", 6)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        options = client_options(cfg.kafka, secrets_from_env(cfg))
+    except KafkaSetupError as exc:
+        _fail(str(exc), 2)
+    try:
+        ensure_topics(options, cfg.kafka)
+        ensure_changelog(options, cfg.kafka)
+    except Exception as exc:  # noqa: BLE001 - no broker: say so, no traceback
+        _fail(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers}: {type(exc).__name__}: {exc}", 1)
+    _, cell_ids = build_layout(cfg)
+    run_worker(cfg, options, worker_id, cells=set(cell_ids), loglevel=log_level, consumer=consumer)
 
 
 @app.command()
-def optimize(config: ConfigArg) -> None:
-    """Solve one epoch's allocation for a scenario and print the decisions."""
-    _config(config)
-    _not_yet("`zot optimize`", 4)
+def optimize(
+    config: ConfigArg,
+    reference: Annotated[bool, typer.Option("--reference", help="Also solve each cell with cvxpy + CLARABEL.")] = False,
+    pareto: Annotated[Optional[str], typer.Option(help="Cell id whose Pareto front to print ('busiest' for the busiest cell).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Solve the scenario's first epoch (users' zones from the population prior) and print the decisions."""
+    import numpy as np
+
+    from optimizer.pareto import pareto_front
+    from optimizer.problem import objective_value
+    from optimizer.reference import solve_reference
+    from optimizer.solver import solve_epoch
+    from simulators.snapshot import first_epoch
+
+    cfg = _config(config)
+    snap = first_epoch(cfg)
+    prob = snap.problem
+    obj = cfg.objective
+    scal = "weighted_sum" if obj.scalarization == "pareto" else obj.scalarization
+    target = obj.satisfaction_target if obj.target_level == "satisfaction" else None
+    res = solve_epoch(prob, scal, price=obj.resource_price, target=target, overload=cfg.overload.policy,
+                      weighted=cfg.overload.weighted)
+    cells = []
+    for i, cid in enumerate(snap.cell_ids):
+        r = res.cell(i)
+        row = {"cell": cid, "users": int(prob.offsets[i + 1] - prob.offsets[i]), "prb_used": r.prb_used,
+               "prb_total": int(prob.n_prb[i]), "served": int(r.served.sum()),
+               "mean_satisfaction": float(r.satisfaction.mean()) if r.satisfaction.size else None,
+               "overload": r.overload, "objective": objective_value(prob.cell(i), scal, r.x, obj.resource_price)}
+        if reference and row["users"]:
+            ref = solve_reference(prob.cell(i), scal, price=obj.resource_price, target=target)
+            row["reference_status"] = ref.status
+            row["reference_objective"] = ref.objective
+            denom = max(abs(ref.objective), 1e-12)
+            row["reference_gap_rel"] = abs(row["objective"] - ref.objective) / denom
+        cells.append(row)
+    report = {"scenario": cfg.name, "scalarization": scal, "solve_ms": res.solve_ms, "cells": cells}
+    if pareto is not None:
+        sizes = np.diff(prob.offsets)
+        idx = int(np.argmax(sizes)) if pareto == "busiest" else (snap.cell_ids.index(pareto)
+                                                                  if pareto in snap.cell_ids else -1)
+        if idx < 0:
+            _fail(f"--pareto {pareto!r}: not a cell of this scenario; e.g. {snap.cell_ids[:3]} or 'busiest'", 2)
+        front = pareto_front(prob.cell(idx), n_points=obj.pareto_points, target=target,
+                             overload=cfg.overload.policy)
+        report["pareto"] = {"cell": snap.cell_ids[idx], **front.as_dict()}
+    if as_json:
+        sys.stdout.write(json.dumps(report, default=float) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{cfg.name}: first epoch, {scal} ({res.solve_ms:.2f} ms for all cells)")
+    cols = ["cell", "users", "PRBs", "served", "mean S", "overload"] + (["cvxpy gap"] if reference else [])
+    for col in cols:
+        t.add_column(col, justify="left" if col == "cell" else "right")
+    for c in cells:
+        extra = [f"{c['reference_gap_rel']:.1e}" if "reference_gap_rel" in c else "-"] if reference else []
+        t.add_row(c["cell"], str(c["users"]), f"{c['prb_used']}/{c['prb_total']}", str(c["served"]),
+                  "-" if c["mean_satisfaction"] is None else f"{c['mean_satisfaction']:.3f}",
+                  "yes" if c["overload"] else "no", *extra)
+    out.print(t)
+    if "pareto" in report:
+        p = Table(title=f"Pareto front, cell {report['pareto']['cell']} (PRBs used vs {report['pareto']['metric']})")
+        for col in ("knob", "value", "PRBs", "mean S", "at target"):
+            p.add_column(col, justify="right")
+        for pt in report["pareto"]["front"]:
+            p.add_row(pt["knob"], f"{pt['value']:.4g}", str(pt["prb_used"]), f"{pt['mean_satisfaction']:.3f}",
+                      f"{100 * pt['fraction_at_target']:.0f}%")
+        out.print(p)
 
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder written by `zot simulate`.")]) -> None:
-    """Write the HTML report of a run."""
-    _not_yet("`zot report`", 8)
+    """Write the HTML report of a run (report.html and report_files/ in the run folder)."""
+    from engine.report import ReportError, write_report
+
+    if not run_dir.is_dir():
+        _fail(f"{run_dir}: no such run folder", 2)
+    try:
+        path = write_report(run_dir)
+    except ReportError as exc:
+        _fail(str(exc), 2)
+    out.print(f"report: {path}", markup=False)
 
 
 @app.command()
@@ -228,6 +380,13 @@ def infra_status() -> None:
 
 
 def main() -> None:
+    # One structured line per event on stderr (logfmt; ZOT_LOG_FORMAT=json for JSON).
+    import os
+
+    fmt = os.environ.get("ZOT_LOG_FORMAT", "logfmt")
+    level = os.environ.get("ZOT_LOG_LEVEL", "WARNING").upper()
+    logs.configure(fmt=fmt if fmt in ("logfmt", "json") else "logfmt",
+                   level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING")
     app()
 
 
