@@ -196,8 +196,6 @@ def engine(
     cfg = _config(config)
     if consumer not in ("faust", "batch"):
         _fail(f"--consumer {consumer!r}: allowed 'faust' or 'batch'", 2)
-    if cfg.engine.epoch_trigger == "timer":
-        _not_yet("engine.epoch_trigger: timer (the worker decides on each KPI report)", 6)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         options = client_options(cfg.kafka, secrets_from_env(cfg))

@@ -8,11 +8,15 @@ optimizer and emits allocation decisions and profile updates. Everything it does
 is an operator call; the Faust agents call the same operators.
 
 Within a batch, context is applied first, then feedback, then KPI reports, so a
-decision always uses every signal that arrived before it in the batch.
+decision always uses every signal that arrived before it in the batch. Every KPI
+report gets its decision (a cell reporting twice in a batch is solved twice, in
+order), and `dirty` names the users whose persisted state changed, for the
+streaming worker's changelog (engine/worker.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ from engine.bus import Bus, Message
 from engine.config import Config
 from operators import satisfaction as zot
 from operators.epoch import build_problem, gather_kpis
-from operators.parse import parse_batch
+from operators.parse import dead_letter, parse_batch
 from optimizer import qos as qosmap
 from optimizer.solver import solve_epoch
 
@@ -99,6 +103,10 @@ class EngineCounters:
     feedback: int = 0
     decisions: int = 0
     solve_ms: float = 0.0
+    # Where handle() spends its time (seconds): decode+validate, learn (+profiles), decide.
+    parse_s: float = 0.0
+    learn_s: float = 0.0
+    decide_s: float = 0.0
 
 
 @dataclass
@@ -113,6 +121,12 @@ class EngineCore:
     segment_of: dict[str, str] = field(default_factory=dict)
     app_of: dict[str, str] = field(default_factory=dict)
     counters: EngineCounters = field(default_factory=EngineCounters)
+    # Users whose persisted state (segment, app, posterior rows) changed since the
+    # caller last cleared it: what a streaming worker writes to its changelog.
+    dirty: set[str] = field(default_factory=set)
+    # epoch_trigger "timer": KPI reports wait here (latest per cell) until tick().
+    pending: dict[str, schemas.CellKpi] = field(default_factory=dict)
+    dirty_cells: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.state = zot.new_state(app_specs(self.cfg), population_priors(self.cfg))
@@ -126,30 +140,70 @@ class EngineCore:
 
     def handle(self, messages: list[Message], now: float | None = None) -> list[Output]:
         now = time.time() if now is None else now
+        t0 = time.perf_counter()
         parsed = parse_batch(messages, self._topic_types, self.cfg.applications, self.cells)
+        rows_before = self.state.n_rows
+        t1 = time.perf_counter()
+        self.counters.parse_s += t1 - t0
         out: list[Output] = [Output(registry.DEAD_LETTERS, None, schemas.encode(d)) for d in parsed.dead]
         self.counters.accepted += parsed.accepted
         for ctx in parsed.context:
+            self.dirty.add(ctx.user_id)
             if ctx.segment is not None:
                 self.segment_of[ctx.user_id] = ctx.segment
             if ctx.app is not None:
                 self.app_of[ctx.user_id] = ctx.app
         if parsed.feedback:
-            out.extend(self._learn(parsed.feedback, messages, now))
-        if parsed.kpi:
+            # The messages the valid feedback events came from, in the same order
+            # (parse_batch keeps order; every other feedback message was dead-lettered).
+            fb_topic = self.topic(registry.FEEDBACK)
+            dead_at = {(d.source_topic, d.partition, d.offset) for d in parsed.dead}
+            sources = [m for m in messages if m.topic == fb_topic and (m.topic, m.partition, m.offset) not in dead_at]
+            out.extend(self._learn(parsed.feedback, sources, now))
+        t2 = time.perf_counter()
+        self.counters.learn_s += t2 - t1
+        if parsed.kpi and self.cfg.engine.epoch_trigger == "timer":
+            for k in parsed.kpi:  # the latest report of each cell is decided at the next tick
+                prev = self.pending.get(k.cell_id)
+                if prev is None or k.epoch >= prev.epoch:
+                    self.pending[k.cell_id] = k
+                    self.dirty_cells.add(k.cell_id)
+        elif parsed.kpi:
             out.extend(self._decide(parsed.kpi, now))
+            self.counters.decide_s += time.perf_counter() - t2
         self.counters.dead_letters += sum(1 for o in out if o.topic is registry.DEAD_LETTERS)
+        self._mark_new_rows(rows_before)
+        return out
+
+    def _mark_new_rows(self, rows_before: int) -> None:
+        # Rows created at the prior by a KPI (or feedback) keep the group chosen
+        # at creation; a replay must recreate them identically, so they count too.
+        new = self.state.n_rows - rows_before
+        if new <= 0:
+            return
+        for (u, _a), _r in itertools.islice(reversed(self.state.keys.items()), new):
+            self.dirty.add(u)
+
+    def tick(self, now: float | None = None) -> list[Output]:
+        """Timer trigger: decide every cell's pending (latest) KPI report, once."""
+        now = time.time() if now is None else now
+        if not self.pending:
+            return []
+        kpis = [self.pending[c] for c in sorted(self.pending)]
+        self.dirty_cells.update(self.pending)
+        self.pending.clear()
+        rows_before = self.state.n_rows
+        out = self._decide(kpis, now)
+        self._mark_new_rows(rows_before)
         return out
 
     # -- feedback -> posteriors -> profile updates
 
     def _learn(self, events: list[schemas.Feedback], messages: list[Message], now: float) -> list[Output]:
         batch, rejects = zot.batch_from_feedback(self.state, events, segment_of=self.segment_of)
+        assert len(messages) == len(events), "one source message per feedback event"
         out = [
-            Output(registry.DEAD_LETTERS, None, schemas.encode(schemas.DeadLetter(
-                ts=now, reason=reason, source_topic=self.topic(registry.FEEDBACK),
-                value_b64=_b64(schemas.encode(events[int(i)])),
-            )))
+            Output(registry.DEAD_LETTERS, None, schemas.encode(dead_letter(messages[int(i)], reason)))
             for i, reason in zip(rejects.index, rejects.reason)
         ]
         self.state, late = zot.update(self.state, batch, self.params, inplace=True)
@@ -157,6 +211,7 @@ class EngineCore:
         self.counters.feedback += len(batch)
         rejected = set(rejects.index.tolist())
         touched = sorted({e.user_id for i, e in enumerate(events) if i not in rejected})
+        self.dirty.update(touched)
         out.extend(self._profiles(touched, now))
         return out
 
@@ -182,6 +237,20 @@ class EngineCore:
     # -- KPI -> epoch -> decisions
 
     def _decide(self, kpis: list[schemas.CellKpi], now: float) -> list[Output]:
+        # Every report gets its decision, whatever the batching: a cell reporting
+        # k times in one batch is solved in k rounds, in arrival order, so a
+        # replay with other batch boundaries (after a crash) decides the same.
+        rounds: list[list[schemas.CellKpi]] = []
+        seen: dict[str, int] = {}
+        for k in kpis:
+            r = seen.get(k.cell_id, 0)
+            seen[k.cell_id] = r + 1
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append(k)
+        return [o for group in rounds for o in self._decide_round(group, now)]
+
+    def _decide_round(self, kpis: list[schemas.CellKpi], now: float) -> list[Output]:
         inp = gather_kpis(kpis, self.app_of)
         known = np.array([a is not None for a in inp.apps], dtype=bool)
         if not known.all():
@@ -223,12 +292,6 @@ def _only(inp, mask: np.ndarray):
     )
 
 
-def _b64(b: bytes) -> str:
-    import base64
-
-    return base64.b64encode(b).decode()
-
-
 class EmbeddedEngine:
     """The engine on a bus in this process: poll the inputs, handle, publish the outputs."""
 
@@ -241,6 +304,11 @@ class EmbeddedEngine:
 
     def step(self, now: float | None = None) -> int:
         """Process everything waiting on the input topics; return how many messages."""
+        remote = getattr(self.bus, "engine_step", None)
+        if remote is not None:
+            # The engine runs as worker processes on Kafka (engine/remote_engine.py):
+            # the bus hands the inputs over to them in a deterministic order.
+            return remote()
         msgs = self.bus.poll(self.GROUP, self._inputs)
         if not msgs:
             return 0

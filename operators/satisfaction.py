@@ -536,6 +536,11 @@ def update_reference(
         cbb = (lik * db * db).sum() / z
         out.mu[r] = (na, nb)
         out.cov[r] = ((max(caa, K.VAR_FLOOR), cab), (cab, max(cbb, K.VAR_FLOOR)))
+        tr, tr0 = np.trace(out.cov[r]), np.trace(out.prior_cov[g])
+        if tr > tr0:
+            out.cov[r] *= tr0 / tr
+        lim = K.MAX_CORR * math.sqrt(out.cov[r, 0, 0] * out.cov[r, 1, 1])
+        out.cov[r, 0, 1] = out.cov[r, 1, 0] = min(max(out.cov[r, 0, 1], -lim), lim)
         out.n_signals[r] += 1
     return out, rej
 

@@ -1,0 +1,186 @@
+"""The Faust app of an engine worker: one agent over the input topics, in batches.
+
+The agent reads the four input topics as one stream (Faust's consumer group
+spreads their partitions over the workers), takes events in batches
+(`stream.take_events`, so Faust's per-event cost is paid once per batch where it
+can be) and hands each batch to `TransactionalEngine.process` (engine/worker.py),
+which calls the same `EngineCore.handle` as the embedded runner and publishes
+outputs + state changelog + offsets in one Kafka transaction. Faust acks the
+batch's events (and so moves the group's committed offsets) only after that
+transaction has committed.
+
+Faust's own exactly-once mode is not used: it keeps one transactional producer
+per *output* partition and commits them one after another, so a crash between
+two of those commits would leave a batch half-visible. One transaction per batch
+has no such window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from engine import topics as registry
+from engine.bus import Message
+from engine.config import Config
+from engine.worker import TransactionalEngine
+
+log = logging.getLogger("zot.engine")
+
+
+def app_id(cfg: Config) -> str:
+    """The Faust app id, which is also the input consumer group id."""
+    return f"{cfg.kafka.topic_prefix}engine"
+
+
+CONSUMERS = ("faust", "batch")
+
+
+def build_app(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[str] | None = None,
+              data_dir: Path | None = None, consumer: str = "faust") -> tuple[Any, TransactionalEngine]:
+    """A Faust app that drives a `TransactionalEngine`; returns both.
+
+    consumer="faust": a Faust agent reads the inputs (`stream.take_events`).
+    consumer="batch": a task of the same app reads them with aiokafka's `getmany`
+    (whole fetches, no per-event Faust machinery: several times the agent's rate),
+    in the same consumer group, with the same transactional step.
+    """
+    import faust
+
+    if consumer not in CONSUMERS:
+        raise ValueError(f"consumer {consumer!r}: allowed {CONSUMERS}")
+    aid = app_id(cfg)
+    data_dir = data_dir or Path(tempfile.gettempdir()) / "zot-engine" / f"{aid}-{worker_id}"
+    data_dir.mkdir(parents=True, exist_ok=True)  # Faust keeps its local files here (no tables: little)
+    settings: dict[str, Any] = dict(
+        broker=[f"kafka://{s}" for s in options["bootstrap_servers"]],
+        web_enabled=False,
+        datadir=str(data_dir),
+        # Offsets only move after our transaction committed (acks); committing
+        # them often keeps redelivery after a crash short.
+        broker_commit_interval=0.2,
+        broker_commit_every=max(cfg.engine.batch_size, 1000),
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,
+        stream_buffer_maxsize=max(4 * cfg.engine.batch_size, 4096),
+        broker_max_poll_records=max(cfg.engine.batch_size, 500),
+        producer_linger=0.005,
+        # A SIGKILLed worker's partitions move once its session expires: keep that short.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+    )
+    if cfg.kafka.security_protocol.startswith("SASL"):
+        settings["broker_credentials"] = faust.SASLCredentials(
+            username=options["sasl_plain_username"], password=options["sasl_plain_password"],
+            mechanism=options["sasl_mechanism"],
+            ssl_context=None if cfg.kafka.security_protocol == "SASL_PLAINTEXT" else _ssl_context(),
+        )
+    # In batch mode the input group belongs to the aiokafka consumer; Faust's own
+    # consumer (it always joins a group) must use another one.
+    app = faust.App(aid if consumer == "faust" else f"{aid}-host", **settings)
+    engine = TransactionalEngine(cfg, options, transactional_id=f"{aid}-worker-{worker_id}", cells=cells)
+    names = [registry.with_prefix(t, cfg.kafka.topic_prefix) for t in registry.INPUTS]
+    inputs = app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    batch = cfg.engine.batch_size
+
+    if consumer == "faust":
+        @app.agent(inputs, name="engine")
+        async def engine_agent(stream: Any) -> None:
+            async for events in stream.take_events(batch, within=0.05):
+                msgs = [Message(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                                e.message.value, int(e.message.timestamp * 1000)) for e in events]
+                assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+                await engine.process(msgs, assigned=assigned)
+    else:
+        @app.task
+        async def engine_batches() -> None:
+            await _batch_loop(app, engine, options, aid, names, batch)
+
+    @app.task
+    async def start_engine() -> None:
+        # Recover before the first batch; process() would also do it lazily.
+        async with engine._lock:
+            if engine._producer is None:
+                await engine.start()
+
+    if cfg.engine.epoch_trigger == "timer":
+        @app.timer(cfg.engine.epoch_s)
+        async def epoch_timer() -> None:
+            # Decides the latest report of each cell this worker received since the last tick.
+            await engine.tick()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # New partitions may carry changelog offsets another worker wrote: read them first.
+        engine.must_tail = True
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        engine.must_tail = True
+
+    return app, engine
+
+
+async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, Any], group: str,
+                      topics: list[str], batch: int) -> None:
+    """Read the inputs in whole fetches and run the transactional step on each."""
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+    from engine.worker import aiokafka_options
+
+    class Rebalance(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            engine.must_tail = True
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            engine.must_tail = True  # their changelog offsets may come from another worker
+
+    consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+                                session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+                                max_poll_records=batch, fetch_max_bytes=64 << 20,
+                                max_partition_fetch_bytes=16 << 20, **aiokafka_options(options))
+    consumer.subscribe(topics, listener=Rebalance())
+    await consumer.start()
+    try:
+        while not app.should_stop:
+            got = await consumer.getmany(timeout_ms=20, max_records=batch)
+            msgs = [Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+                    for recs in got.values() for r in recs]
+            if not msgs:
+                continue
+            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            await engine.process(msgs, assigned=assigned)
+            # After the transaction: a crash in between only redelivers, and the
+            # changelog's offsets make the redelivery a no-op.
+            await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in got.items() if recs})
+    finally:
+        await consumer.stop()
+
+
+def _ssl_context() -> Any:
+    import ssl
+
+    return ssl.create_default_context()
+
+
+def run_worker(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[str] | None = None,
+               loglevel: str = "warning", consumer: str = "faust") -> None:
+    """Start a worker and block until it is stopped (SIGTERM/SIGINT stop it cleanly)."""
+    import faust
+
+    app, engine = build_app(cfg, options, worker_id, cells, consumer=consumer)
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        log.info("engine worker %s: %s", worker_id, engine.stats)
+        stats_file = os.environ.get("ZOT_ENGINE_STATS")
+        if stats_file:  # where the time went, for `zot bench stream`
+            Path(stats_file).write_text(json.dumps({**dataclasses.asdict(engine.stats),
+                                                    **dataclasses.asdict(engine.core.counters)}))

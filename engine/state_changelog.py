@@ -1,0 +1,126 @@
+"""The engine's durable state: a compacted changelog topic of per-user records and input offsets.
+
+One record per user (key `u:<user_id>`): its segment, foreground app and the
+posterior rows of each of its (user, app) slots, exactly as `EngineCore` holds them
+(floats round-trip exactly through JSON's shortest repr). One record per cell with a
+KPI report waiting for the timer trigger (key `k:<cell_id>`). One record per input
+partition (key `o:<topic>:<partition>`): the next input offset whose effect is in
+the state. A worker writes both in the same Kafka transaction as the outputs of
+the batch that caused them, so a read_committed reader of the changelog sees a
+state and the offsets it reflects, never one without the other.
+
+Compaction keeps the latest record per key, so recovery reads O(users) records,
+not the history.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import numpy as np
+
+from engine import schemas
+from engine.config import Kafka
+from engine.runner import EngineCore
+from operators import satisfaction as zot
+
+USER = b"u:"
+OFFSET = b"o:"
+PENDING = b"k:"  # a cell's KPI report waiting for the timer trigger (empty value: none)
+
+
+def changelog_topic(kafka: Kafka) -> str:
+    """Name of the changelog topic under the configured prefix."""
+    return f"{kafka.topic_prefix}engine-state"
+
+
+def ensure_changelog(options: dict[str, Any], kafka: Kafka) -> str:
+    """Create the compacted changelog topic (keyed like the user topics) if missing."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    name = changelog_topic(kafka)
+    admin = KafkaAdminClient(client_id="zot-admin", **options)
+    try:
+        if name not in set(admin.list_topics()):
+            single = len(admin.describe_cluster()["brokers"]) < 3
+            try:
+                admin.create_topics([NewTopic(name=name, num_partitions=kafka.partitions,
+                                              replication_factor=1 if single else 3,
+                                              topic_configs={"cleanup.policy": "compact",
+                                                             "min.compaction.lag.ms": "0"})])
+            except TopicAlreadyExistsError:
+                pass  # another worker created it first
+    finally:
+        admin.close()
+    return name
+
+
+def user_record(core: EngineCore, user: str) -> bytes:
+    """The persisted state of one user."""
+    st = core.state
+    slots = []
+    for spec in st.apps:
+        r = st.keys.get((user, spec.name))
+        if r is None:
+            continue
+        slots.append([spec.name, st.mu[r].tolist(), st.cov[r].ravel().tolist(), int(st.n_signals[r]),
+                      int(st.group[r])])
+    rec = {"s": core.segment_of.get(user), "a": core.app_of.get(user), "slots": slots}
+    return json.dumps(rec, separators=(",", ":")).encode()
+
+
+def apply_user_record(core: EngineCore, user: str, value: bytes) -> None:
+    """Make `core` hold exactly the recorded state of `user` (idempotent)."""
+    rec = json.loads(value)
+    for field, target in (("s", core.segment_of), ("a", core.app_of)):
+        if rec.get(field) is None:
+            target.pop(user, None)
+        else:
+            target[user] = rec[field]
+    st = core.state
+    for app, mu, cov, n, group in rec["slots"]:
+        row = int(zot.ensure_slots(st, [user], [app])[0])
+        st.mu[row] = mu
+        st.cov[row] = np.asarray(cov, dtype=np.float64).reshape(2, 2)
+        st.n_signals[row] = n
+        st.group[row] = group
+
+
+def pending_record(core: EngineCore, cell: str) -> bytes:
+    """The cell's pending KPI report (timer trigger), or b"" once it was decided."""
+    kpi = core.pending.get(cell)
+    return b"" if kpi is None else schemas.encode(kpi)
+
+
+def offset_key(topic: str, partition: int) -> bytes:
+    return OFFSET + f"{topic}:{partition}".encode()
+
+
+def parse_offset_key(key: bytes) -> tuple[str, int]:
+    topic, _, part = key[len(OFFSET):].decode().rpartition(":")
+    return topic, int(part)
+
+
+def apply_records(core: EngineCore, applied: dict[tuple[str, int], int],
+                  records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Apply changelog records in log order; return how many were applied."""
+    n = 0
+    for key, value in records:
+        if key is None or value is None:
+            continue
+        if key.startswith(USER):
+            apply_user_record(core, key[len(USER):].decode(), value)
+        elif key.startswith(PENDING):
+            cell = key[len(PENDING):].decode()
+            if value:
+                core.pending[cell] = schemas.decode(value, expect=schemas.CellKpi)
+            else:
+                core.pending.pop(cell, None)
+        elif key.startswith(OFFSET):
+            tp = parse_offset_key(key)
+            applied[tp] = max(applied.get(tp, 0), int(value))
+        n += 1
+    return n
