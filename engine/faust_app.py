@@ -173,12 +173,20 @@ def run_worker(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[
     """Start a worker and block until it is stopped (SIGTERM/SIGINT stop it cleanly)."""
     import faust
 
+    from engine import metrics
+
     app, engine = build_app(cfg, options, worker_id, cells, consumer=consumer)
+    # Per-worker series (events/s, dead letters/s, slowest batch) to the configured sink:
+    # the time-series server, or line protocol under runs/engine-<worker> by default.
+    sink = metrics.sink_for(cfg, Path("runs") / f"engine-{worker_id}")
+    engine.meter = metrics.WorkerMeter(sink, worker=str(worker_id), scenario=cfg.name)
 
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     try:
         worker.execute_from_commandline()
     finally:
+        engine.meter.emit()
+        sink.close()
         log.info("engine worker %s: %s", worker_id, engine.stats)
         stats_file = os.environ.get("ZOT_ENGINE_STATS")
         if stats_file:  # where the time went, for `zot bench stream`

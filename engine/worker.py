@@ -78,6 +78,7 @@ class TransactionalEngine:
     core: EngineCore = field(init=False)
     applied: dict[TP, int] = field(default_factory=dict)
     stats: StepStats = field(default_factory=StepStats)
+    meter: Any = None  # engine.metrics.WorkerMeter: this worker's zot_engine series, if set
 
     def __post_init__(self) -> None:
         self.prefix = self.cfg.kafka.topic_prefix
@@ -338,4 +339,10 @@ class TransactionalEngine:
         s.outputs += len(outs)
         s.handle_s += t1 - t0
         s.commit_s += t2 - t1
+        if self.meter is not None:
+            self.meter.record(
+                events=len(fresh), batch_ms=(t2 - t0) * 1e3,
+                dead_letters=sum(1 for o in outs if o.topic is registry.DEAD_LETTERS),
+                decisions=sum(1 for o in outs if o.topic is registry.ALLOCATIONS),
+            )
         return len(fresh)

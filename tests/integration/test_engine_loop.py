@@ -6,9 +6,12 @@ seed, with one worker and with two workers sharing the input partitions.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -84,14 +87,34 @@ def kafka_run(cfg: Config, tmp_path: Path, n_workers: int,
 
 
 @pytest.mark.parametrize("consumer", ["faust", "batch"])
-def test_kafka_loop_takes_the_embedded_decisions(kafka_bootstrap, tmp_path, consumer):
+def test_kafka_loop_takes_the_embedded_decisions(kafka_bootstrap, victoria_url, tmp_path, consumer):
     cfg = small_config(kafka_bootstrap)
+    # The workers report their own series to the real time-series server.
+    cfg = cfg.model_copy(update={
+        "name": f"loop-{uuid.uuid4().hex[:8]}",
+        "engine": cfg.engine.model_copy(update={"metrics": "timeseries"}),
+        "timeseries": cfg.timeseries.model_copy(update={"url": victoria_url}),
+    })
     embedded = run(cfg, ["zot"]).engine.decisions
     on_kafka, bus = kafka_run(cfg, tmp_path, 1, consumer)
     assert len(embedded) == cfg.simulation.epochs * 3
     assert decision_key(on_kafka) == decision_key(embedded)
     # Feedback of earlier epochs changed later decisions (the engine learned on Kafka too).
     assert len({k[5] for k in decision_key(embedded)}) > 1
+    # The worker wrote its zot_engine series: events handled and decisions taken.
+    urllib.request.urlopen(f"{victoria_url}/internal/force_flush", timeout=30).read()
+    q = urllib.parse.urlencode({"match[]": f'{{__name__=~"zot_engine_.*",scenario="{cfg.name}",worker="w0"}}'})
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"{victoria_url}/api/v1/export?{q}", timeout=30) as resp:
+            series = [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+        names = {s["metric"]["__name__"] for s in series}
+        if {"zot_engine_events_per_s", "zot_engine_decisions"} <= names or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {"zot_engine_events_per_s", "zot_engine_decisions", "zot_engine_batch_ms"} <= names
+    decisions = sum(v for s in series if s["metric"]["__name__"] == "zot_engine_decisions" for v in s["values"])
+    assert decisions == len(on_kafka)
 
 
 @pytest.mark.parametrize("consumer", ["faust", "batch"])
