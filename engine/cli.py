@@ -307,7 +307,9 @@ def bench(
     from engine.bench import BenchUnavailable, markdown_table, run_bench
 
     try:
-        result = run_bench(name, quick=quick)
+        # Benchmarks run for minutes: a live spinner with elapsed time on stderr, the result on stdout.
+        with err.status(f"zot bench {name}{' --quick' if quick else ''}: measuring (see BENCHMARKS.md for what)"):
+            result = run_bench(name, quick=quick)
     except KeyError as exc:
         _fail(str(exc.args[0]), 2)
     except BenchUnavailable as exc:
