@@ -46,15 +46,7 @@ class Output:
 
 def app_specs(cfg: Config) -> list[zot.AppSpec]:
     """The learner's view of the config's applications (metric and its mapping to rate)."""
-    specs = []
-    for name, app in cfg.applications.items():
-        params: dict[str, float] = {}
-        if app.metric.value in ("latency_ms", "startup_delay_s"):
-            params = {"base_ms": app.base_ms, "payload_kbit": app.payload_kbit}
-        elif app.metric.value == "stall_ratio":
-            params = {"bitrate_mbps": app.bitrate_mbps}
-        specs.append(zot.AppSpec(name, app.metric.value, params))
-    return specs
+    return [zot.AppSpec(name, app.metric.value, app.metric_params()) for name, app in cfg.applications.items()]
 
 
 def population_priors(cfg: Config) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
