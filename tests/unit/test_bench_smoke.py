@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NO_SERVER_BENCHES = ["satisfaction", "optimizer", "interest"]
+NO_SERVER_BENCHES = ["satisfaction", "optimizer", "interest", "simulator"]
 
 
 @pytest.mark.parametrize("name", NO_SERVER_BENCHES)
