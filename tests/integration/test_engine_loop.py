@@ -153,28 +153,32 @@ def test_timer_trigger_decides_each_cells_latest_report(kafka_bootstrap, tmp_pat
     from tests.integration.test_engine_dead_letters import read_all
 
     cfg = small_config(kafka_bootstrap)
-    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"epoch_trigger": "timer", "epoch_s": 1.0})})
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"epoch_trigger": "timer", "epoch_s": 2.0})})
     path, options = prepare(cfg, tmp_path)
     worker = spawn_worker(path, "t", tmp_path / "worker.log")
     producer = KafkaProducer(acks="all", **options)
     try:
         wait_group_members(options, app_id(cfg), 1)
         topic = registry.with_prefix(registry.KPI, cfg.kafka.topic_prefix)
-        for epoch in (1, 2):  # one flush: same batch, so the first report is superseded before any tick
+        for epoch in (1, 2):  # one flush: usually fetched before the next tick, so report 1 is superseded
             ev = schemas.CellKpi(event_id=f"k{epoch}", ts=float(epoch), cell_id="s0-0", epoch=epoch, prb_total=51,
                                  users=[schemas.UserChannel(user_id="u1", spectral_efficiency=2.0, app="video")])
             producer.send(topic, key=b"s0-0", value=schemas.encode(ev))
         producer.flush(30)
         alloc = registry.with_prefix(registry.ALLOCATIONS, cfg.kafka.topic_prefix)
         got: list = []
-        for _ in range(100):  # the tick fires every epoch_s = 1 s
+        for _ in range(200):  # the tick fires every epoch_s = 2 s
             got = [schemas.decode(v, expect=schemas.Allocation) for _, v in read_all(options, alloc, 200)]
             if got:
                 break
             time.sleep(0.1)
-        time.sleep(2.5)  # two more ticks: nothing pending, nothing decided again
+        time.sleep(4.5)  # two more ticks: nothing pending, nothing decided again
         got = [schemas.decode(v, expect=schemas.Allocation) for _, v in read_all(options, alloc, 200)]
-        assert [(d.cell_id, d.epoch) for d in got] == [("s0-0", 2)]
+        # Each tick decides only the latest report pending at that moment (the superseding itself
+        # is tested exactly in tests/unit/test_runner_batches.py). Here the two reports may straddle
+        # a tick on a loaded machine, so: never a report twice, never out of order, the last is 2.
+        decided = [(d.cell_id, d.epoch) for d in got]
+        assert decided in ([("s0-0", 2)], [("s0-0", 1), ("s0-0", 2)]), decided
     finally:
         producer.close()
         stop([worker])
