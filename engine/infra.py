@@ -241,6 +241,18 @@ class _Server:
         self.pid_file.write_text(f"{self._proc.pid}\n")
         return self._proc.pid
 
+    def _already_ours(self, timeout: float, foreign: str) -> bool:
+        """True once a server this project already runs on the port is ready; InfraError(`foreign`)
+        if something else answers there; False when the port is ours to start on."""
+        if self.is_running():
+            pid = self.pid()
+            assert pid is not None
+            self._await_ready(pid, timeout)
+            return True
+        if self.answers():
+            raise InfraError(foreign)
+        return False
+
     def _await_ready(self, pid: int, timeout: float) -> None:
         """Poll until `answers()`; raise with the log tail if the process dies or time runs out."""
         deadline = time.monotonic() + timeout
@@ -496,13 +508,9 @@ class KafkaBroker(_Server):
         already runs on the port is left as it is. Raises InfraError with the log
         tail if the broker exits or does not answer within `timeout` seconds.
         """
-        if self.is_running():
-            pid = self.pid()
-            assert pid is not None
-            self._await_ready(pid, timeout)
+        if self._already_ours(timeout,
+                              f"a Kafka broker not started by this project already answers at {self.bootstrap}"):
             return
-        if self.answers():
-            raise InfraError(f"a Kafka broker not started by this project already answers at {self.bootstrap}")
         self.fetch()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if fresh:
@@ -562,13 +570,9 @@ class VictoriaMetrics(_Server):
 
     def start(self, timeout: float = 30) -> None:
         """Install if needed, launch, wait until /health says OK (InfraError with log tail otherwise)."""
-        if self.is_running():
-            pid = self.pid()
-            assert pid is not None
-            self._await_ready(pid, timeout)
+        if self._already_ours(timeout,
+                              f"a VictoriaMetrics not started by this project already answers at {self.url}"):
             return
-        if self.answers():
-            raise InfraError(f"a VictoriaMetrics not started by this project already answers at {self.url}")
         binary = self.ensure_installed()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         pid = self._launch(self.argv(binary))
