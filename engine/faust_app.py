@@ -114,6 +114,12 @@ def build_app(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[s
             # Decides the latest report of each cell this worker received since the last tick.
             await engine.tick()
 
+    @app.timer(1.0)
+    async def meter_tick() -> None:
+        # Without batches `record` never runs: the timer closes the meter's intervals.
+        if engine.meter is not None:
+            engine.meter.tick()
+
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         # New partitions may carry changelog offsets another worker wrote: read them first.

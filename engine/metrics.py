@@ -357,6 +357,11 @@ class WorkerMeter:
         self._batch_ms = max(self._batch_ms, batch_ms)
         if lag is not None:
             self._lag = lag
+        self.tick()
+
+    def tick(self) -> None:
+        """Write the interval's point if `interval_s` has passed: call it on a timer too,
+        so an idle worker still reports (zero rates, and its last batch's counts)."""
         if self._clock() - self._start >= self.interval_s:
             self.emit()
 

@@ -158,3 +158,24 @@ def test_worker_meter_emits_rates_per_interval(tmp_path):
     line = (tmp_path / "w.lp").read_text().strip()
     assert line == ("zot_engine,scenario=live,worker=w7 batch_ms=9.5,dead_letters_per_s=0.8,decisions=8,"
                     "events_per_s=90,lag=3 42")
+
+
+def test_idle_worker_meter_reports_its_last_counts_on_tick(tmp_path):
+    now = [0.0]
+    sink = metrics.FileSink(tmp_path / "w.lp")
+    meter = metrics.WorkerMeter(sink, "w1", "live", interval_s=5.0, clock=lambda: now[0], wall_ms=lambda: 7)
+    now[0] = 1.0
+    meter.record(events=10, decisions=3)
+    now[0] = 4.0
+    meter.tick()
+    assert sink.written == 0  # interval not over yet
+    now[0] = 6.0
+    meter.tick()  # no batch since: the timer closes the interval
+    now[0] = 12.0
+    meter.tick()  # idle interval: zero rates
+    sink.close()
+    lines = (tmp_path / "w.lp").read_text().splitlines()
+    assert lines == ["zot_engine,scenario=live,worker=w1 batch_ms=0,dead_letters_per_s=0,decisions=3,"
+                     "events_per_s=1.6666666666666667 7",
+                     "zot_engine,scenario=live,worker=w1 batch_ms=0,dead_letters_per_s=0,decisions=0,"
+                     "events_per_s=0 7"]
