@@ -142,8 +142,10 @@ class Application(_Section):
     payload_kbit: NonNegFloat = 0.0
     bitrate_mbps: NonNegFloat = 0.0
     bitrates_mbps: list[PosFloat] = Field(default=[], description="Catalog bitrate ladder (video).")
-    catalog_items: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    catalog_items: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        default=0, description="Items in the app's catalog (0: a default of 20, e.g. sites or games).")
     session_mean_s: PosFloat = 300.0
+    item_mean_s: PosFloat = Field(default=60.0, description="Mean time a user spends on one item in a session.")
 
     @model_validator(mode="after")
     def _mapping_complete(self) -> "Application":
@@ -209,6 +211,8 @@ class Segment(_Section):
 class Population(_Section):
     users: Annotated[int, Field(ge=1, le=10_000_000)] = 200
     segments: list[Segment] = Field(min_length=1)
+    interest_drift: NonNegFloat = Field(
+        default=0.1, description="Log-scale drift of hidden interests per sqrt(hour) (0: fixed interests).")
 
     @model_validator(mode="after")
     def _unique(self) -> "Population":
@@ -261,6 +265,26 @@ class Satisfaction(_Section):
     prior_strength: PosFloat = 1.0
 
 
+class Interests(_Section):
+    """The online interest models, recommendations and proactive allocation."""
+
+    enabled: bool = True
+    model: Literal["cooccurrence", "popularity", "net"] = Field(
+        default="cooccurrence", description="Model that ranks the live recommendations.")
+    top_k: Annotated[int, Field(ge=1, le=1000)] = 10
+    network_aware: bool = Field(
+        default=False, description="Demote items the user's last allocated rate cannot deliver.")
+    margin: PosFloat = Field(default=1.0, description="Network-aware: deliverable when item rate <= margin x rate.")
+    unnamed_app: Literal["predicted", "last", "default"] = Field(
+        default="predicted",
+        description="A session whose app the network has not named yet is served for: the app the interest "
+                    "model predicts (proactive), the user's last app, or the population's most common app.")
+    long_half_life_s: PosFloat = 30 * 86400.0
+    short_half_life_s: PosFloat = 3600.0
+    prior_strength: PosFloat = Field(default=5.0, description="Pseudo-events of the segment's app mix.")
+    short_share: Fraction = Field(default=0.5, description="Weight of short-term interests in next-app prediction.")
+
+
 class Baselines(_Section):
     universal_fit_percentile: Annotated[float, Field(ge=0.0, le=100.0)] = 90.0
     pf_window_epochs: Annotated[int, Field(ge=1, le=10_000)] = 20
@@ -302,6 +326,9 @@ class Simulation(_Section):
         "zot",
         "universal_fit",
     ]
+    app_detection_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=0, description="Epochs after a session starts before the network names its app (traffic "
+                               "classification); until then context and KPIs carry no app.")
 
 
 class Config(_Section):
@@ -318,6 +345,7 @@ class Config(_Section):
     pricing: Pricing = Pricing()
     satisfaction: Satisfaction = Satisfaction()
     baselines: Baselines = Baselines()
+    interests: Interests = Interests()
     simulation: Simulation = Simulation()
     engine: Engine = Engine()
     kafka: Kafka = Kafka()

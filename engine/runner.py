@@ -16,6 +16,7 @@ streaming worker's changelog (engine/worker.py).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
@@ -27,6 +28,7 @@ from engine import schemas
 from engine import topics as registry
 from engine.bus import Bus, Message
 from engine.config import Config
+from engine.interest_state import EngineInterests
 from operators import satisfaction as zot
 from operators.epoch import build_problem, gather_kpis
 from operators.parse import dead_letter, parse_batch
@@ -94,6 +96,7 @@ class EngineCounters:
     dead_letters: int = 0
     feedback: int = 0
     decisions: int = 0
+    predicted_apps: int = 0  # users in session allocated for their predicted next app (proactive)
     solve_ms: float = 0.0
     # Where handle() spends its time (seconds): decode+validate, learn (+profiles), decide.
     parse_s: float = 0.0
@@ -112,6 +115,11 @@ class EngineCore:
     params: zot.UpdateParams = field(init=False)
     segment_of: dict[str, str] = field(default_factory=dict)
     app_of: dict[str, str] = field(default_factory=dict)
+    cell_of: dict[str, str] = field(default_factory=dict)
+    # Users whose latest context named the app in use (else `app_of` is their last one).
+    app_named: set[str] = field(default_factory=set)
+    # Interest models (None when `interests.enabled` is false).
+    interests: EngineInterests | None = field(init=False, default=None)
     counters: EngineCounters = field(default_factory=EngineCounters)
     # Users whose persisted state (segment, app, posterior rows) changed since the
     # caller last cleared it: what a streaming worker writes to its changelog.
@@ -126,9 +134,39 @@ class EngineCore:
         self._weight = {s.name: s.weight for s in self.cfg.population.segments}
         self._topic_types = {registry.with_prefix(t, self.prefix): t.event for t in registry.INPUTS}
         self._prb_bw = self.cfg.radio.prb_bandwidth_hz
+        if self.cfg.interests.enabled:
+            self.interests = EngineInterests(self.cfg, self.cfg.kafka.partitions)
+        # Most likely app of each segment by the config's mix: the fallback for a user in
+        # session whose app the network has not named and whose last app is unknown.
+        self._segment_app = {s.name: max(s.app_mix, key=s.app_mix.__getitem__) for s in self.cfg.population.segments}
+        shares: dict[str, float] = {}
+        for s in self.cfg.population.segments:
+            total = sum(s.app_mix.values())
+            for a, w in s.app_mix.items():
+                shares[a] = shares.get(a, 0.0) + s.share * w / total
+        self._population_app = max(shares, key=shares.__getitem__)
 
     def topic(self, t: registry.Topic) -> str:
         return registry.with_prefix(t, self.prefix)
+
+    def clear_dirty(self) -> None:
+        """Forget what changed: the caller has persisted it (or is about to start a batch)."""
+        self.dirty.clear()
+        self.dirty_cells.clear()
+        if self.interests is not None:
+            self.interests.dirty_tables.clear()
+
+    _SAVED = ("segment_of", "app_of", "cell_of", "app_named", "dirty", "pending", "dirty_cells")
+
+    def save_point(self) -> tuple:
+        """A copy of all mutable state, to undo a message whose processing raised."""
+        return (self.state.copy(), copy.deepcopy(self.interests),
+                *(copy.copy(getattr(self, name)) for name in self._SAVED))
+
+    def restore_point(self, saved: tuple) -> None:
+        self.state, self.interests = saved[0], saved[1]
+        for name, value in zip(self._SAVED, saved[2:]):
+            setattr(self, name, value)
 
     def handle(self, messages: list[Message], now: float | None = None) -> list[Output]:
         now = time.time() if now is None else now
@@ -141,17 +179,32 @@ class EngineCore:
         self.counters.accepted += parsed.accepted
         for ctx in parsed.context:
             self.dirty.add(ctx.user_id)
+            self.cell_of[ctx.user_id] = ctx.cell_id
             if ctx.segment is not None:
                 self.segment_of[ctx.user_id] = ctx.segment
             if ctx.app is not None:
                 self.app_of[ctx.user_id] = ctx.app
+                self.app_named.add(ctx.user_id)
+            else:
+                self.app_named.discard(ctx.user_id)
+        profile_users: list[str] = []
         if parsed.feedback:
             # The messages the valid feedback events came from, in the same order
             # (parse_batch keeps order; every other feedback message was dead-lettered).
             fb_topic = self.topic(registry.FEEDBACK)
             dead_at = {(d.source_topic, d.partition, d.offset) for d in parsed.dead}
             sources = [m for m in messages if m.topic == fb_topic and (m.topic, m.partition, m.offset) not in dead_at]
-            out.extend(self._learn(parsed.feedback, sources, now))
+            dead, touched = self._learn(parsed.feedback, sources)
+            out.extend(dead)
+            profile_users.extend(touched)
+        if parsed.interaction and self.interests is not None:
+            touched = self.interests.learn(parsed.interaction, self.segment_of, self.cell_of)
+            self.dirty.update(touched)
+            out.extend(Output(registry.RECOMMENDATIONS, r.user_id.encode(), schemas.encode(r))
+                       for r in self.interests.recommendations(touched, now))
+            profile_users.extend(touched)
+        # One profile per user per batch, whatever changed it (feedback, interactions).
+        out.extend(self._profiles(list(dict.fromkeys(profile_users)), now))
         t2 = time.perf_counter()
         self.counters.learn_s += t2 - t1
         if parsed.kpi and self.cfg.engine.epoch_trigger == "timer":
@@ -191,7 +244,8 @@ class EngineCore:
 
     # -- feedback -> posteriors -> profile updates
 
-    def _learn(self, events: list[schemas.Feedback], messages: list[Message], now: float) -> list[Output]:
+    def _learn(self, events: list[schemas.Feedback], messages: list[Message]) -> tuple[list[Output], list[str]]:
+        """Feedback into the posteriors; the dead letters of rejected rows and the users touched."""
         batch, rejects = zot.batch_from_feedback(self.state, events, segment_of=self.segment_of)
         assert len(messages) == len(events), "one source message per feedback event"
         out = [
@@ -204,8 +258,7 @@ class EngineCore:
         rejected = set(rejects.index.tolist())
         touched = sorted({e.user_id for i, e in enumerate(events) if i not in rejected})
         self.dirty.update(touched)
-        out.extend(self._profiles(touched, now))
-        return out
+        return out, touched
 
     def _profiles(self, users: list[str], now: float) -> list[Output]:
         if not users:
@@ -220,11 +273,13 @@ class EngineCore:
                 app=a, adequate=float(est.a_metric[i]), adequate_sd=float(est.a_metric_sd[i]),
                 desired=float(est.d_metric[i]), desired_sd=float(est.d_metric_sd[i]), n_signals=int(est.n_signals[i]),
             ))
-        out = []
-        for u in users:
-            ev = schemas.ProfileUpdate(event_id=f"profile-{u}-{int(now * 1000)}", ts=now, user_id=u, zot=per_user[u])
-            out.append(Output(registry.PROFILES, u.encode(), schemas.encode(ev)))
-        return out
+        if self.interests is not None:
+            # The full profile each time: the topic is compacted, the last record per user stays.
+            events = self.interests.profiles(users, now, per_user, self.cell_of)
+        else:
+            events = [schemas.ProfileUpdate(event_id=f"profile-{u}-{int(now * 1000)}", ts=now, user_id=u,
+                                            zot=per_user.get(u, [])) for u in users]
+        return [Output(registry.PROFILES, ev.user_id.encode(), schemas.encode(ev)) for ev in events]
 
     # -- KPI -> epoch -> decisions
 
@@ -244,6 +299,7 @@ class EngineCore:
 
     def _decide_round(self, kpis: list[schemas.CellKpi], now: float) -> list[Output]:
         inp = gather_kpis(kpis, self.app_of)
+        self._resolve_unnamed(inp, kpis[0].ts if kpis else now)
         known = np.array([a is not None for a in inp.apps], dtype=bool)
         if not known.all():
             inp = _only(inp, known)
@@ -260,6 +316,7 @@ class EngineCore:
                           overload=self.cfg.overload.policy, weighted=self.cfg.overload.weighted)
         self.counters.solve_ms += res.solve_ms
         out = []
+        track_rates = self.interests is not None and self.cfg.interests.network_aware
         for i, cid in enumerate(inp.cell_ids):
             a, b = int(inp.offsets[i]), int(inp.offsets[i + 1])
             alloc = res.cell(i).to_allocation(
@@ -267,8 +324,40 @@ class EngineCore:
                 prb_total=int(inp.prb_total[i]), user_ids=inp.user_ids[a:b], policy="zot",
             )
             out.append(Output(registry.ALLOCATIONS, cid.encode(), schemas.encode(alloc)))
+            if track_rates:  # the rate each user just got: what network-aware ranking judges items by
+                for ua in alloc.users:
+                    self.interests.last_rate[ua.user_id] = ua.rate_mbps
+                    self.dirty.add(ua.user_id)
         self.counters.decisions += len(inp.cell_ids)
         return out
+
+    def _resolve_unnamed(self, inp, ts: float) -> None:
+        """Users in session whose app the KPI report does not name (not yet classified).
+
+        `interests.unnamed_app`: "predicted" (proactive; needs interests enabled): the
+        app the interest model predicts next from the user's interests, the hour and
+        the cell, so the user gets the QoS it is about to need; "last": the user's
+        last app, else its segment's most likely one; "default": the population's
+        most common app for everyone (what an engine without user history can do).
+        """
+        if inp.reported is None:
+            return
+        unnamed = [i for i, r in enumerate(inp.reported) if not r and inp.user_ids[i] not in self.app_named]
+        if not unnamed:
+            return
+        users = [inp.user_ids[i] for i in unnamed]
+        mode = self.cfg.interests.unnamed_app
+        if mode == "predicted" and self.interests is not None:
+            cells = [inp.cell_ids[int(np.searchsorted(inp.offsets, i, side="right")) - 1] for i in unnamed]
+            guess = self.interests.next_apps(users, ts, cells, [self.segment_of.get(u) for u in users])
+            self.counters.predicted_apps += len(users)
+        elif mode == "default":
+            guess = [self._population_app] * len(users)
+        else:
+            guess = [self.app_of.get(u) or self._segment_app.get(self.segment_of.get(u, ""), self._population_app)
+                     for u in users]
+        for i, app in zip(unnamed, guess):
+            inp.apps[i] = app
 
 
 def _only(inp, mask: np.ndarray):
@@ -281,6 +370,7 @@ def _only(inp, mask: np.ndarray):
         cell_ids=inp.cell_ids, epochs=inp.epochs, prb_total=inp.prb_total,
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         user_ids=[inp.user_ids[i] for i in keep], apps=[inp.apps[i] for i in keep], se=inp.se[keep],
+        reported=None if inp.reported is None else inp.reported[keep],
     )
 
 

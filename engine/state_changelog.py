@@ -28,6 +28,7 @@ from operators import satisfaction as zot
 USER = b"u:"
 OFFSET = b"o:"
 PENDING = b"k:"  # a cell's KPI report waiting for the timer trigger (empty value: none)
+TABLES = b"t:"  # one user partition's app-count tables (engine/interest_state.py)
 
 
 def changelog_topic(kafka: Kafka) -> str:
@@ -68,18 +69,26 @@ def user_record(core: EngineCore, user: str) -> bytes:
             continue
         slots.append([spec.name, st.mu[r].tolist(), st.cov[r].ravel().tolist(), int(st.n_signals[r]),
                       int(st.group[r])])
-    rec = {"s": core.segment_of.get(user), "a": core.app_of.get(user), "slots": slots}
+    rec = {"s": core.segment_of.get(user), "a": core.app_of.get(user), "slots": slots,
+           "c": core.cell_of.get(user), "n": user in core.app_named,
+           "i": None if core.interests is None else core.interests.user_record(user)}
     return json.dumps(rec, separators=(",", ":")).encode()
 
 
 def apply_user_record(core: EngineCore, user: str, value: bytes) -> None:
     """Make `core` hold exactly the recorded state of `user` (idempotent)."""
     rec = json.loads(value)
-    for field, target in (("s", core.segment_of), ("a", core.app_of)):
+    for field, target in (("s", core.segment_of), ("a", core.app_of), ("c", core.cell_of)):
         if rec.get(field) is None:
             target.pop(user, None)
         else:
             target[user] = rec[field]
+    if rec.get("n"):
+        core.app_named.add(user)
+    else:
+        core.app_named.discard(user)
+    if core.interests is not None:
+        core.interests.apply_user_record(user, rec.get("i"))
     st = core.state
     for app, mu, cov, n, group in rec["slots"]:
         row = int(zot.ensure_slots(st, [user], [app])[0])
@@ -93,6 +102,16 @@ def pending_record(core: EngineCore, cell: str) -> bytes:
     """The cell's pending KPI report (timer trigger), or b"" once it was decided."""
     kpi = core.pending.get(cell)
     return b"" if kpi is None else schemas.encode(kpi)
+
+
+def tables_records(core: EngineCore, partitions: set[int] | None) -> list[tuple[bytes, bytes]]:
+    """The app-count tables of the user partitions changed since the caller cleared
+    `interests.dirty_tables`, restricted to `partitions` (None: all)."""
+    it = core.interests
+    if it is None:
+        return []
+    return [(TABLES + str(p).encode(), json.dumps(it.tables_record(p), separators=(",", ":")).encode())
+            for p in sorted(it.dirty_tables) if partitions is None or p in partitions]
 
 
 def offset_key(topic: str, partition: int) -> bytes:
@@ -119,6 +138,9 @@ def apply_records(core: EngineCore, applied: dict[tuple[str, int], int],
                 core.pending[cell] = schemas.decode(value, expect=schemas.CellKpi)
             else:
                 core.pending.pop(cell, None)
+        elif key.startswith(TABLES):
+            if core.interests is not None:
+                core.interests.apply_tables_record(int(key[len(TABLES):]), json.loads(value))
         elif key.startswith(OFFSET):
             tp = parse_offset_key(key)
             applied[tp] = max(applied.get(tp, 0), int(value))

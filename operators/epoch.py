@@ -25,6 +25,7 @@ class EpochInput:
     user_ids: list[str]  # (users,)
     apps: list[str | None]  # (users,) app each user runs, None if not known
     se: np.ndarray  # (users,) bit/s/Hz
+    reported: np.ndarray | None = None  # (users,) bool: the KPI report named the app
 
 
 def gather_kpis(kpis: list[schemas.CellKpi], current_app: dict[str, str]) -> EpochInput:
@@ -40,12 +41,14 @@ def gather_kpis(kpis: list[schemas.CellKpi], current_app: dict[str, str]) -> Epo
     cells = sorted(latest)
     users: list[str] = []
     apps: list[str | None] = []
+    reported: list[bool] = []
     se: list[float] = []
     offsets = [0]
     for cid in cells:
         for u in latest[cid].users:
             users.append(u.user_id)
             apps.append(u.app if u.app is not None else current_app.get(u.user_id))
+            reported.append(u.app is not None)
             se.append(u.spectral_efficiency)
         offsets.append(len(users))
     return EpochInput(
@@ -56,6 +59,7 @@ def gather_kpis(kpis: list[schemas.CellKpi], current_app: dict[str, str]) -> Epo
         user_ids=users,
         apps=apps,
         se=np.array(se, dtype=np.float64),
+        reported=np.array(reported, dtype=bool),
     )
 
 

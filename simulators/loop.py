@@ -3,7 +3,9 @@
 Every epoch (all policies in lockstep, on common random numbers):
 
 1. users move; links, RSRP and serving cells are updated (`RadioNetwork.step`);
-2. sessions start and end (`traffic.step_sessions`);
+2. sessions start and end (`traffic.step_sessions`); hidden interests drift; items
+   in session end and emit interaction events (`catalog.py`); the network names a
+   session's app only `simulation.app_detection_epochs` epochs after it starts;
 3. each policy sees its own cells' loads of the last epoch, hence its own SINR
    and spectral efficiency, and decides every cell's PRBs:
    - `zot`: the simulator publishes context and KPI events on the bus; the
@@ -33,12 +35,13 @@ from engine.config import Config
 from engine.runner import EmbeddedEngine, EngineCore
 from optimizer import qos as qosmap
 from optimizer.curves import satisfaction
+from simulators.catalog import Catalog, draw_catalog, drift, item_ends, pick_items
 from simulators.feedback import FeedbackBehaviour
 from simulators.outcomes import Outcomes
 from simulators.policies import BaselinePolicy
 from simulators.population import Population, draw_population
 from simulators.radio import RadioNetwork
-from simulators.traffic import Sessions, step_sessions
+from simulators.traffic import IDLE, Sessions, step_sessions
 
 ProgressFn = Callable[[int], None]
 
@@ -51,11 +54,12 @@ class Streams:
     radio: np.random.Generator
     traffic: np.random.Generator
     feedback: np.random.Generator
+    interests: np.random.Generator  # catalog, tastes, drift, items (spawned last: the others keep their draws)
 
     @classmethod
     def from_seed(cls, seed: int) -> "Streams":
         ss = np.random.SeedSequence(seed)
-        return cls(*(np.random.default_rng(s) for s in ss.spawn(4)))
+        return cls(*(np.random.default_rng(s) for s in ss.spawn(5)))
 
 
 def zones_in_rate(cfg: Config, pop: Population) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +93,10 @@ class EnginePolicy:
         return registry.with_prefix(topic, self.cfg.kafka.topic_prefix)
 
     def publish_context(self, epoch: int, ts: float, pop: Population, serving: np.ndarray, app: np.ndarray) -> None:
-        """Context events for users whose cell or app changed (and everyone at the start)."""
+        """Context events for users whose cell or app changed (and everyone at the start).
+
+        `app`: the app the network has named for each user (IDLE: none, or not yet classified).
+        """
         for u in range(pop.n):
             state = (self.cell_ids[serving[u]], pop.apps[app[u]] if app[u] >= 0 else None)
             if self._announced.get(u) == state:
@@ -102,14 +109,17 @@ class EnginePolicy:
             self.bus.produce(self.t(registry.CONTEXT), ev.user_id.encode(), schemas.encode(ev))
 
     def allocate(self, epoch: int, ts: float, pop: Population, serving: np.ndarray, app: np.ndarray,
-                 se: np.ndarray, prb_total: np.ndarray) -> tuple[np.ndarray, float]:
+                 se: np.ndarray, prb_total: np.ndarray, named: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """KPI reports of every cell out, decisions back. `named`: the app the network has
+        classified for each user in session (IDLE: not yet); default: all of them."""
+        named = app if named is None else named
         active = np.flatnonzero(app >= 0)
         for c, cid in enumerate(self.cell_ids):
             users = active[serving[active] == c]
             kpi = schemas.CellKpi(
                 event_id=f"kpi-{cid}-{epoch}", ts=ts, cell_id=cid, epoch=epoch, prb_total=int(prb_total[c]),
                 users=[schemas.UserChannel(user_id=pop.user_ids[u], spectral_efficiency=float(se[u]),
-                                           app=pop.apps[app[u]]) for u in users],
+                                           app=pop.apps[named[u]] if named[u] >= 0 else None) for u in users],
             )
             self.bus.produce(self.t(registry.KPI), cid.encode(), schemas.encode(kpi))
         self.bus.flush()
@@ -131,6 +141,27 @@ class EnginePolicy:
         if missing:
             raise RuntimeError(f"engine returned no decision for cells {sorted(missing)[:5]} in epoch {epoch}")
         return prb, solve_ms
+
+    def publish_interactions(self, epoch: int, ts: float, pop: Population, cat: Catalog, users: np.ndarray,
+                             app: np.ndarray, item: np.ndarray, dwell_s: np.ndarray) -> None:
+        """One interaction event per item that ended this epoch."""
+        for u, a, i, d in zip(users.tolist(), app.tolist(), item.tolist(), dwell_s.tolist()):
+            c = cat.apps[a]
+            rate = float(c.rate_mbps[i])
+            ev = schemas.Interaction(
+                event_id=f"ix-{epoch}-{u}", ts=ts, user_id=pop.user_ids[u], item_id=c.item_ids[i], app=pop.apps[a],
+                action=schemas.Action.VIEW, dwell_s=d, item_rate_mbps=rate if np.isfinite(rate) else None,
+            )
+            self.bus.produce(self.t(registry.INTERACTIONS), ev.user_id.encode(), schemas.encode(ev))
+
+    def predict_next_apps(self, ts: float, pop: Population, users: np.ndarray, serving: np.ndarray) -> list[str]:
+        """The engine's next-app prediction for `users` now (embedded engine only)."""
+        it = self.core.interests
+        if it is None or getattr(self.bus, "engine_step", None) is not None:
+            raise RuntimeError("next-app predictions are read from an embedded engine with interests enabled")
+        ids = [pop.user_ids[u] for u in users]
+        return it.next_apps(ids, ts, [self.cell_ids[serving[u]] for u in users],
+                            [pop.segment_names[pop.segment[u]] for u in users])
 
     def publish_feedback(self, epoch: int, ts: float, pop: Population, users: np.ndarray, app: np.ndarray,
                          qos: np.ndarray, signal: np.ndarray, rating: np.ndarray, serving: np.ndarray) -> None:
@@ -159,8 +190,17 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: ProgressFn | None = None) -> RunResult:
-    """Run the scenario with every policy in lockstep; return what each achieved."""
+def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: ProgressFn | None = None,
+        track_interests: bool = False) -> RunResult:
+    """Run the scenario with every policy in lockstep; return what each achieved.
+
+    `extra["session_start"]`: per policy, the share of user-epochs at the adequate
+    level in each session's first epochs (those before the network names the app,
+    at least the first). `track_interests` (embedded engine only): also score the
+    engine's next-app prediction at every session start against the app the user
+    then runs, beside the oracle (the user's hidden top app), the user's last app
+    and the segment's top app (`extra["next_app"]`).
+    """
     t0 = time.perf_counter()
     rs = Streams.from_seed(cfg.simulation.seed)
     pop = draw_population(cfg, rs.population)
@@ -178,22 +218,49 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     loads = np.zeros((len(policies), radio.n_cells))
     sessions = Sessions.steady(pop.interest, activity, mean_epochs, rs.traffic)
     rows = np.arange(pop.n)
+    cat = draw_catalog(cfg, pop.n, rs.interests)
+    item_mean = np.array([cfg.applications[a].item_mean_s / cfg.simulation.epoch_s for a in pop.apps])
+    detect = cfg.simulation.app_detection_epochs
+    window = max(detect, 1)  # "first epochs of a session"
+    # Epochs since the session started; sessions running at the start are long classified.
+    age = np.where(sessions.app >= 0, 1 << 40, 0).astype(np.int64)
+    item = np.full(pop.n, -1, dtype=np.int64)  # current item within the session's app
+    item_start = np.zeros(pop.n)
+    start_counts = {p: [0, 0] for p in policies}  # user-epochs in the window, at adequate
+    tracker = _NextAppTracker(cfg, pop) if track_interests and engine is not None else None
     for epoch in range(cfg.simulation.epochs):
         ts = epoch * cfg.simulation.epoch_s
         ep = radio.step(cfg.simulation.epoch_s, rs.radio)
+        drift(pop.interest, cfg.population.interest_drift, cfg.simulation.epoch_s, rs.interests)
+        drift(cat.taste, cfg.population.interest_drift, cfg.simulation.epoch_s, rs.interests)
+        prev_app = sessions.app
         sessions = step_sessions(sessions, pop.interest, activity, mean_epochs, (ts / 3600.0) % 24.0, rs.traffic)
         app = sessions.app
         active = app >= 0
+        age = np.where(sessions.started, 0, age + 1)
+        # Items: the one that ends emits its interaction; a new one starts (or the session's first).
+        ends = item_ends(active & (prev_app == app), age, item_mean, app, rs.interests)
+        done = np.flatnonzero(ends)
+        if engine is not None and done.size:
+            engine.publish_interactions(epoch, ts, pop, cat, done, app[done], item[done],
+                                        ts - item_start[done])
+        fresh = np.flatnonzero(ends | sessions.started)
+        item[fresh] = pick_items(cat, fresh, app[fresh], rs.interests)
+        item_start[fresh] = ts
+        named = np.where(age >= detect, app, IDLE)
+        in_window = active & (age < window)
+        if tracker is not None:
+            tracker.score(engine, ts, np.flatnonzero(sessions.started), app, ep.serving)
         se_all = radio.efficiency(ep, loads)
         # The same uniforms decide who gives feedback under every policy.
         gives = active & (rs.feedback.random(pop.n) < pop.feedback_rate)
         fb_state = rs.feedback.bit_generator.state
         if engine is not None:
-            engine.publish_context(epoch, ts, pop, ep.serving, app)
+            engine.publish_context(epoch, ts, pop, ep.serving, named)
         for p, name in enumerate(policies):
             se = se_all[p]
             if name == "zot":
-                prb, _ = engine.allocate(epoch, ts, pop, ep.serving, app, se, radio.prb_per_cell)
+                prb, _ = engine.allocate(epoch, ts, pop, ep.serving, app, se, radio.prb_per_cell, named)
             else:
                 prb = deciders[name].allocate(ep.serving, app, se, radio.prb_per_cell)
             prb = np.where(active, prb, 0)
@@ -206,6 +273,8 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
             loads[p] = used / radio.prb_per_cell
             outcomes[name].record(active, pop.segment, ep.serving, sat, active & (rate >= a_u),
                                   active & (rate >= d_u), used, int(ep.handed_over.sum()))
+            start_counts[name][0] += int(in_window.sum())
+            start_counts[name][1] += int((in_window & (rate >= a_u)).sum())
             # Feedback: same stream position for every policy (common random numbers).
             rs.feedback.bit_generator.state = fb_state
             who = np.flatnonzero(gives)
@@ -220,5 +289,38 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
                 engine.publish_feedback(epoch, ts, pop, who, app, q, signal, rating, ep.serving)
         if progress is not None:
             progress(epoch + 1)
+    extra: dict = {"session_start": {p: {"epochs": window, "user_epochs": n, "adequate_share": k / max(n, 1)}
+                                     for p, (n, k) in start_counts.items()}}
+    if tracker is not None:
+        extra["next_app"] = tracker.result()
     return RunResult(cfg, pop, radio.cell_ids, radio.layout.cell_xy, radio.xy.copy(), outcomes, engine,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, extra=extra)
+
+
+class _NextAppTracker:
+    """Scores next-app predictions at session starts against what the user then runs."""
+
+    def __init__(self, cfg: Config, pop: Population) -> None:
+        self.pop = pop
+        seg_top = [max(s.app_mix, key=s.app_mix.__getitem__) for s in cfg.population.segments]
+        self.segment_top = np.array([pop.apps.index(seg_top[s]) for s in pop.segment])
+        self.last = np.full(pop.n, -1)
+        self.hits = {"engine": 0, "oracle": 0, "last_app": 0, "segment_prior": 0}
+        self.n = 0
+
+    def score(self, engine: EnginePolicy, ts: float, started: np.ndarray, app: np.ndarray,
+              serving: np.ndarray) -> None:
+        if started.size:
+            guess = engine.predict_next_apps(ts, self.pop, started, serving)
+            truth = app[started]
+            self.hits["engine"] += int(sum(g == self.pop.apps[t] for g, t in zip(guess, truth)))
+            self.hits["oracle"] += int((np.argmax(self.pop.interest[started], axis=1) == truth).sum())
+            last = self.last[started]
+            self.hits["last_app"] += int(np.where(last >= 0, last, self.segment_top[started]).__eq__(truth).sum())
+            self.hits["segment_prior"] += int((self.segment_top[started] == truth).sum())
+            self.n += started.size
+        running = app >= 0
+        self.last[running] = app[running]
+
+    def result(self) -> dict[str, float]:
+        return {"sessions": self.n, **{f"accuracy_{k}": v / max(self.n, 1) for k, v in self.hits.items()}}

@@ -245,6 +245,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "models": table,
         "simulator_next_app": simulator_next_app(hours=6.0 if quick else 48.0,
                                                  checkpoints_h=(1.0, 6.0) if quick else (1.0, 6.0, 24.0, 48.0)),
+        "simulator_in_the_loop": simulator_in_the_loop(quick),
         "wall_s": time.perf_counter() - t_all,
     }
 
@@ -339,6 +340,64 @@ def simulator_next_app(config_path: str | None = None, hours: float = 48.0, epoc
             model.update(SimpleNamespace(user=start, key=app, ts=np.full(len(start), ts), weight=np.ones(len(start)),
                                          hour=np.full(len(start), int(ts // 3600) % 24)))
             n_events += len(start)
+    return out
+
+
+def simulator_in_the_loop(quick: bool = False, config_path: str | None = None, detect_epochs: int = 2
+                          ) -> dict[str, Any]:
+    """The engine in the simulator's loop, interactions on the bus (part 4, both halves).
+
+    The example scenario with apps classified `detect_epochs` epochs after a
+    session starts, run once per `interests.unnamed_app` mode on the same seed:
+    "predicted" (proactive: the interest model's next app), "last" (the user's last
+    app) and "default" (the population's most common app), plus a run where the
+    network names every app at once (the bound). Reported: the share of user-epochs
+    at the adequate level in the sessions' first `detect_epochs` epochs; the
+    engine's next-app accuracy at every session start beside the oracle (hidden
+    top app), the last app and the segment's top app; and how far the engine's
+    long-term interest estimates are from the hidden interests at the end (mean
+    total variation) beside the segment prior's.
+    """
+    from engine.config import load_config
+    from engine.models.user_interests import InterestQuery
+    from simulators.loop import run as simulate
+
+    base = load_config(config_path or _EXAMPLE_CONFIG)
+    users, epochs = (60, 60) if quick else (150, 480)
+
+    def cfg_for(mode: str, detect: int):
+        return base.model_copy(update={
+            "population": base.population.model_copy(update={"users": users}),
+            "simulation": base.simulation.model_copy(update={"epochs": epochs, "policies": ["zot"],
+                                                             "app_detection_epochs": detect}),
+            "interests": base.interests.model_copy(update={"unnamed_app": mode}),
+        })
+
+    out: dict[str, Any] = {"users": users, "epochs": epochs, "epoch_s": base.simulation.epoch_s,
+                           "detect_epochs": detect_epochs, "adequate_share_first_epochs": {}}
+    for mode in ("predicted", "last", "default"):
+        res = simulate(cfg_for(mode, detect_epochs), ["zot"], track_interests=mode == "predicted")
+        out["adequate_share_first_epochs"][mode] = res.extra["session_start"]["zot"]["adequate_share"]
+        if mode == "predicted":
+            out["user_epochs_first_epochs"] = res.extra["session_start"]["zot"]["user_epochs"]
+            out["next_app_at_session_start"] = res.extra["next_app"]
+            it, pop = res.engine.core.interests, res.population
+            idx = np.array([it.state.catalog.users.get(u) for u in pop.user_ids])
+            seg = np.array([it.state.catalog.segments.get(pop.segment_names[s]) for s in pop.segment])
+            it.next_apps([], 0.0, [], [])  # installs the population tables
+            ts = np.full(pop.n, epochs * base.simulation.epoch_s)
+            learned = it.state.apps.predict(InterestQuery(idx, ts, seg)).long
+            prior = it.state.apps.predict(InterestQuery(np.full(pop.n, -1), ts, seg)).long
+            names = list(it.state.catalog.apps.ids)
+            out["interests_vs_hidden"] = {
+                "learned": score_next_app(learned, names, pop.interest, list(pop.apps)),
+                "segment_prior": score_next_app(prior, names, pop.interest, list(pop.apps)),
+            }
+    named = simulate(cfg_for("predicted", 0), ["zot"])
+    out["adequate_share_first_epochs"]["named_at_once"] = named.extra["session_start"]["zot"]["adequate_share"]
+    share = out["adequate_share_first_epochs"]
+    out["proactive_gain_pp"] = {"vs_default": 100 * (share["predicted"] - share["default"]),
+                                "vs_last": 100 * (share["predicted"] - share["last"])}
     return out
 
 

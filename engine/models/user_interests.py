@@ -104,14 +104,15 @@ class UserInterests(OnlineModel):
 
     def __init__(self, long_half_life_s: float = 30 * 86400.0, short_half_life_s: float = 3600.0,
                  prior_strength: float = 5.0, short_prior_strength: float = 2.0, short_share: float = 0.5,
-                 context_strength: float = 20.0) -> None:
+                 context_strength: float = 20.0, learn_context: bool = True) -> None:
         if not (long_half_life_s > 0 and short_half_life_s > 0):
             raise ValueError("half-lives must be > 0")
         if not 0.0 <= short_share <= 1.0:
             raise ValueError("short_share must be in [0, 1]")
         self.cfg = dict(long_half_life_s=float(long_half_life_s), short_half_life_s=float(short_half_life_s),
                         prior_strength=float(prior_strength), short_prior_strength=float(short_prior_strength),
-                        short_share=float(short_share), context_strength=float(context_strength))
+                        short_share=float(short_share), context_strength=float(context_strength),
+                        learn_context=bool(learn_context))
         self.n_keys = 0
         self.n_users = 0
         self.long = np.zeros((0, 0))
@@ -165,6 +166,8 @@ class UserInterests(OnlineModel):
             self.set_segments(user, np.asarray(batch.segment))
         c = self.cfg
         _learn(self.long, self.short, self.last, user, key, ts, w, c["long_half_life_s"], c["short_half_life_s"])
+        if not c["learn_context"]:
+            return  # the owner sets the population tables (`set_context_tables`)
         np.add.at(self.key_counts, key, w)
         seg = self.segment[user]
         known = seg >= 0
@@ -179,6 +182,21 @@ class UserInterests(OnlineModel):
             if ok.any():
                 self.cell_counts = _grow_rows(self.cell_counts, int(cell.max()) + 1)
                 np.add.at(self.cell_counts, (cell[ok], key[ok]), w[ok])
+
+    def set_context_tables(self, seg_counts: np.ndarray, key_counts: np.ndarray, hour_counts: np.ndarray,
+                           cell_counts: np.ndarray) -> None:
+        """Replace the population tables (segment x key, key, hour x key, cell x key counts).
+
+        For an owner that keeps them itself (`learn_context=False`), e.g. the engine,
+        which sums per-partition tables so every worker predicts alike.
+        """
+        K = max(self.n_keys, key_counts.shape[0])
+        self._ensure(self.n_users, K)
+        width = self.long.shape[1]
+        self.key_counts = _grow_cols(np.asarray(key_counts, dtype=np.float64)[None], width)[0]
+        self.seg_counts = _grow_cols(np.asarray(seg_counts, dtype=np.float64).reshape(-1, key_counts.shape[0]), width)
+        self.hour_counts = _grow_cols(np.asarray(hour_counts, dtype=np.float64).reshape(N_HOURS, -1), width)
+        self.cell_counts = _grow_cols(np.asarray(cell_counts, dtype=np.float64).reshape(-1, key_counts.shape[0]), width)
 
     # ------------------------------------------------------------ queries
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine import schemas
+from engine import topics as registry
 from engine.config import Config, load_config, secrets_from_env
 from engine.faust_app import app_id
 from engine.kafka_client import client_options, ensure_topics
@@ -32,7 +33,9 @@ def small_config(bootstrap: str, partitions: int = 3, users: int = 40, epochs: i
     cfg = load_config(ROOT / "configs" / "example.yaml")
     return cfg.model_copy(update={
         "population": cfg.population.model_copy(update={"users": users}),
-        "simulation": cfg.simulation.model_copy(update={"epochs": epochs, "policies": ["zot"]}),
+        # Apps are named one epoch late, so proactive decisions read the interest state too.
+        "simulation": cfg.simulation.model_copy(update={"epochs": epochs, "policies": ["zot"],
+                                                        "app_detection_epochs": 1}),
         "cells": cfg.cells.model_copy(update={"hex": cfg.cells.hex.model_copy(update={"sites": 1})}),
         "kafka": cfg.kafka.model_copy(update={"bootstrap_servers": bootstrap, "partitions": partitions,
                                               "topic_prefix": f"t{uuid.uuid4().hex[:8]}."}),
@@ -94,10 +97,17 @@ def test_kafka_loop_takes_the_embedded_decisions(kafka_bootstrap, victoria_url, 
         "engine": cfg.engine.model_copy(update={"metrics": "timeseries"}),
         "timeseries": cfg.timeseries.model_copy(update={"url": victoria_url}),
     })
-    embedded = run(cfg, ["zot"]).engine.decisions
+    ref = run(cfg, ["zot"]).engine
+    embedded = ref.decisions
     on_kafka, bus = kafka_run(cfg, tmp_path, 1, consumer)
     assert len(embedded) == cfg.simulation.epochs * 3
+    assert ref.core.counters.predicted_apps > 0  # some decisions used the next-app prediction
     assert decision_key(on_kafka) == decision_key(embedded)
+    # Interactions went through the broker too: live recommendations and full profiles came out.
+    recs = read_topic(cfg, registry.RECOMMENDATIONS, schemas.Recommendation)
+    profiles = read_topic(cfg, registry.PROFILES, schemas.ProfileUpdate)
+    assert recs and all(r.items for r in recs)
+    assert any(p.interests and p.next_app for p in profiles)
     # Feedback of earlier epochs changed later decisions (the engine learned on Kafka too).
     assert len({k[5] for k in decision_key(embedded)}) > 1
     # The worker wrote its zot_engine series: events handled and decisions taken.
@@ -127,6 +137,20 @@ def test_two_workers_take_the_decisions_of_one(kafka_bootstrap, tmp_path, consum
     # marked with its process (read from the committed log, not from exit logs a slow
     # shutdown may never write).
     assert len(changelog_writers(cfg)) == 2
+
+
+def read_topic(cfg: Config, topic: registry.Topic, kind: type) -> list:
+    """Every committed event of an output topic (bounded: stops 5 s after the last record)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    name = registry.with_prefix(topic, cfg.kafka.topic_prefix)
+    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers, isolation_level="read_committed",
+                             enable_auto_commit=False, consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])])
+    consumer.seek_to_beginning()
+    out = [schemas.decode(m.value, expect=kind) for m in consumer]
+    consumer.close()
+    return out
 
 
 def changelog_writers(cfg: Config) -> set[bytes]:
