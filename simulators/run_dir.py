@@ -62,6 +62,8 @@ def summarize(res: RunResult) -> dict:
         "prb_per_cell": cfg.radio.prb_per_cell,
         "policies": policies,
     }
+    for name, block in (res.extra.get("session_start") or {}).items():
+        policies[name]["session_start"] = block
     if "zot" in policies and "universal_fit" in policies:
         z, u = policies["zot"]["overall"], policies["universal_fit"]["overall"]
         summary["comparison"] = {
@@ -75,6 +77,7 @@ def summarize(res: RunResult) -> dict:
             "dead_letters": res.engine.core.counters.dead_letters,
             "feedback_events": res.engine.core.counters.feedback,
             "decisions": res.engine.core.counters.decisions,
+            "predicted_apps": res.engine.core.counters.predicted_apps,
         }
         summary["estimation"] = estimation_quality(res)
     return _clean(summary)
