@@ -283,6 +283,9 @@ class Interests(_Section):
     short_half_life_s: PosFloat = 3600.0
     prior_strength: PosFloat = Field(default=5.0, description="Pseudo-events of the segment's app mix.")
     short_share: Fraction = Field(default=0.5, description="Weight of short-term interests in next-app prediction.")
+    visit_gap_s: PosFloat = Field(
+        default=180.0, description="App interests count visits: a user's interaction more than this after "
+                                   "the previous one (or in another app) opens a new visit.")
 
 
 class Baselines(_Section):

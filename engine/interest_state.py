@@ -22,6 +22,7 @@ their segment.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -54,6 +55,7 @@ class EngineInterests:
     tables: dict[int, Tables] = field(default_factory=dict)
     item_rate: dict[str, float] = field(default_factory=dict)  # item id -> rate its best quality needs
     last_rate: dict[str, float] = field(default_factory=dict)  # user id -> Mbps of its last allocation
+    last_visit: dict[str, tuple[str, float]] = field(default_factory=dict)  # user id -> (app, ts of last event)
     dirty_tables: set[int] = field(default_factory=set)
     _tables_stale: bool = True
 
@@ -91,18 +93,41 @@ class EngineInterests:
     def learn(self, events: Sequence[schemas.Interaction], segment_of: Mapping[str, str],
               cell_of: Mapping[str, str]) -> list[str]:
         """Update every model with valid interaction events (new items and users enter
-        the catalog); return the users whose state changed, in first-seen order."""
+        the catalog); return the users whose state changed, in first-seen order.
+
+        The item models learn from every event. App interests learn from *visits*:
+        an event opens a visit when the user's previous one was of another app or
+        more than `interests.visit_gap_s` earlier. Counting every item would weigh
+        an app by how many items its sessions go through, not by how often the user
+        turns to it (a video session logs many clips, a game one).
+        """
         if not events:
             return []
-        batch = ops.encode_interactions(self.state.catalog, events, segments=segment_of, cells=cell_of)
-        ops.learn(self.state, batch)
-        ui = self.state.apps
+        st = self.state
+        batch = ops.encode_interactions(st.catalog, events, segments=segment_of, cells=cell_of)
+        visit = np.zeros(len(events), dtype=bool)
+        gap = self.cfg.interests.visit_gap_s
+        for r, e in enumerate(events):
+            if ops.ACTION_WEIGHTS[e.action] <= 0:
+                continue
+            prev = self.last_visit.get(e.user_id)
+            visit[r] = prev is None or prev[0] != e.app or e.ts - prev[1] > gap
+            self.last_visit[e.user_id] = (e.app, max(e.ts, prev[1]) if prev and prev[0] == e.app else e.ts)
+        st.popularity.update(batch)
+        st.cooccurrence.update(batch)
+        if st.net is not None:
+            st.net.update(batch)
+        ui = st.apps
         ui.set_segments(batch.user, batch.segment)
-        for e, h in zip(events, batch.hour.tolist()):
+        visits = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[visit]
+                                               for f in dataclasses.fields(batch)})
+        visits = dataclasses.replace(visits, weight=np.ones(len(visits)))
+        ui.update(visits)
+        for e, h, v in zip(events, batch.hour.tolist(), visit.tolist()):
             if e.item_rate_mbps is not None:
                 self.item_rate[e.item_id] = e.item_rate_mbps
-            w = ops.ACTION_WEIGHTS[e.action]
-            if w <= 0:
+            w = 1.0
+            if not v:
                 continue
             p = self.partition_of(e.user_id)
             t = self.tables.setdefault(p, _empty_tables())
@@ -197,6 +222,7 @@ class EngineInterests:
             "seg": cat.segments.ids[seg] if seg >= 0 else None,
             "recent": [cat.items.ids[i] for i in seq.tolist() if i >= 0],
             "r": self.last_rate.get(user),
+            "v": list(self.last_visit[user]) if user in self.last_visit else None,
         }
 
     def apply_user_record(self, user: str, rec: Mapping[str, Any] | None) -> None:
@@ -209,6 +235,10 @@ class EngineInterests:
             self.last_rate[user] = float(rec["r"])
         if "long" not in rec:
             return
+        if rec.get("v") is None:
+            self.last_visit.pop(user, None)
+        else:
+            self.last_visit[user] = (rec["v"][0], float(rec["v"][1]))
         cat = self.state.catalog
         ui = self.state.apps
         u = cat.users.add(user)

@@ -191,3 +191,23 @@ def test_next_app_is_the_same_whichever_worker_owns_which_partition():
     probs = [np.round(c.interests.state.apps.key_counts[:4], 12).tolist() for c in (one, *workers)]
     assert probs[0] == probs[1] == probs[2]
     assert any(k.startswith(TABLES) for k, _ in tables_records(one, None))
+
+
+def test_app_interests_count_visits_not_items():
+    """One long video session of many clips weighs less than three separate game visits."""
+    core = EngineCore(CFG, cells={"c1"})
+    video = [ix(i, "v", f"clip{i}", app="video", ts=1000.0 + 30 * i) for i in range(12)]  # one visit
+    games = [ix(100 + i, "v", "g1", app="gaming", ts=5000.0 + 1000 * i) for i in range(3)]  # three visits
+    core.handle(msgs(CTX, [ctx("v", segment="gamer")]) + msgs(IX, video + games), now=9000.0)
+    it = core.interests
+    from engine.models.user_interests import InterestQuery
+    u = it.state.catalog.users.get("v")
+    counts = dict(zip(it.state.catalog.apps.ids, it.state.apps.long[u, :len(it.state.catalog.apps)].round(6)))
+    assert counts["gaming"] > counts["video"] > 0
+    long = it.state.apps.predict(InterestQuery(np.array([u]), np.array([9000.0]))).long[0]
+    names = it.state.catalog.apps.ids
+    assert long[names.index("gaming")] > long[names.index("video")]
+    # The visit state is part of the user's changelog record.
+    b = EngineCore(CFG, cells={"c1"})
+    apply_records(b, {}, records_of(core, ["v"]))
+    assert b.interests.last_visit["v"] == core.interests.last_visit["v"]
