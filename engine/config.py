@@ -146,6 +146,10 @@ class Application(_Section):
         default=0, description="Items in the app's catalog (0: a default of 20, e.g. sites or games).")
     session_mean_s: PosFloat = 300.0
     item_mean_s: PosFloat = Field(default=60.0, description="Mean time a user spends on one item in a session.")
+    peak_hour: Annotated[float, Field(ge=0.0, lt=24.0)] | None = Field(
+        default=None, description="Hour of day the app is most chosen (None: the same at every hour).")
+    hour_amplitude: Fraction = Field(
+        default=0.5, description="With peak_hour: choice weight 1 + amplitude x cos(2 pi (hour - peak) / 24).")
 
     @model_validator(mode="after")
     def _mapping_complete(self) -> "Application":

@@ -41,7 +41,7 @@ from simulators.outcomes import Outcomes
 from simulators.policies import BaselinePolicy
 from simulators.population import Population, draw_population
 from simulators.radio import RadioNetwork
-from simulators.traffic import IDLE, Sessions, step_sessions
+from simulators.traffic import IDLE, Sessions, app_hour_weights, choice_interest, step_sessions
 
 ProgressFn = Callable[[int], None]
 
@@ -220,6 +220,8 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     rows = np.arange(pop.n)
     cat = draw_catalog(cfg, pop.n, rs.interests)
     item_mean = np.array([cfg.applications[a].item_mean_s / cfg.simulation.epoch_s for a in pop.apps])
+    peaks = [cfg.applications[a].peak_hour for a in pop.apps]
+    amps = [cfg.applications[a].hour_amplitude for a in pop.apps]
     detect = cfg.simulation.app_detection_epochs
     window = max(detect, 1)  # "first epochs of a session"
     # Epochs since the session started; sessions running at the start are long classified.
@@ -234,7 +236,9 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
         drift(pop.interest, cfg.population.interest_drift, cfg.simulation.epoch_s, rs.interests)
         drift(cat.taste, cfg.population.interest_drift, cfg.simulation.epoch_s, rs.interests)
         prev_app = sessions.app
-        sessions = step_sessions(sessions, pop.interest, activity, mean_epochs, (ts / 3600.0) % 24.0, rs.traffic)
+        hour = (ts / 3600.0) % 24.0
+        choose = choice_interest(pop.interest, app_hour_weights(peaks, amps, hour))
+        sessions = step_sessions(sessions, choose, activity, mean_epochs, hour, rs.traffic)
         app = sessions.app
         active = app >= 0
         age = np.where(sessions.started, 0, age + 1)

@@ -4,7 +4,8 @@ A user alternates between idle spells and sessions. Session lengths are geometri
 with each application's mean duration; an idle user starts a session at the rate
 that makes its long-run share of time in session equal its segment's `activity`,
 modulated by time of day. The application is drawn from the user's hidden
-interests, so what users run reveals their interests to the engine.
+interests weighted by the hour (`app_hour_weights`: an app's `peak_hour`), so what
+users run reveals their interests, and the hour's part in them, to the engine.
 """
 
 from __future__ import annotations
@@ -45,6 +46,24 @@ class Sessions:
         lengths = rng.geometric(1.0 / np.maximum(mean_epochs[chosen], 1.0))
         return cls(np.where(busy, chosen, IDLE).astype(np.int64), np.where(busy, lengths, 0).astype(np.int64),
                    busy.copy())
+
+
+def app_hour_weights(peak_hour: list[float | None], amplitude: list[float], hour: float) -> np.ndarray:
+    """(n_apps,) how much more (or less) each app is chosen at `hour` than on average."""
+    w = np.ones(len(peak_hour))
+    for a, (peak, amp) in enumerate(zip(peak_hour, amplitude)):
+        if peak is not None:
+            w[a] = 1.0 + amp * np.cos(2 * np.pi * (hour - peak) / 24.0)
+    return w
+
+
+def choice_interest(interest: np.ndarray, hour_weights: np.ndarray) -> np.ndarray:
+    """The app distribution a user picks from now: hidden interests x the hour's weights."""
+    if np.all(hour_weights == 1.0):
+        return interest
+    w = interest * hour_weights[None, :]
+    s = w.sum(axis=1, keepdims=True)
+    return np.where(s > 0, w / np.where(s > 0, s, 1.0), interest)
 
 
 def _pick(interest: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -307,13 +307,15 @@ def simulator_next_app(config_path: str | None = None, hours: float = 48.0, epoc
     from engine.config import load_config
     from engine.models.user_interests import InterestQuery, UserInterests
     from simulators.population import draw_population
-    from simulators.traffic import Sessions, step_sessions
+    from simulators.traffic import Sessions, app_hour_weights, choice_interest, step_sessions
 
     cfg = load_config(config_path or _EXAMPLE_CONFIG)
     rng = np.random.default_rng(seed)
     pop = draw_population(cfg, rng)
     mean_epochs = np.array([cfg.applications[a].session_mean_s / epoch_s for a in pop.apps])
     activity = np.array([cfg.population.segments[s].activity for s in pop.segment])
+    peaks = [cfg.applications[a].peak_hour for a in pop.apps]
+    amps = [cfg.applications[a].hour_amplitude for a in pop.apps]
     model = UserInterests()
     model.set_segments(np.arange(pop.n), pop.segment)
     sessions = Sessions.steady(pop.interest, activity, mean_epochs, rng)
@@ -333,7 +335,9 @@ def simulator_next_app(config_path: str | None = None, hours: float = 48.0, epoc
             out.append({"hours": todo.pop(0), "sessions_per_user": n_events / pop.n,
                         "learned": score_next_app(learned, names, pop.interest, list(pop.apps)),
                         "segment_prior": score_next_app(prior, names, pop.interest, list(pop.apps))})
-        sessions = step_sessions(sessions, pop.interest, activity, mean_epochs, (ts / 3600.0) % 24.0, rng)
+        hour_now = (ts / 3600.0) % 24.0
+        choose = choice_interest(pop.interest, app_hour_weights(peaks, amps, hour_now))
+        sessions = step_sessions(sessions, choose, activity, mean_epochs, hour_now, rng)
         start = np.flatnonzero(sessions.started)
         if len(start):
             app = sessions.app[start]

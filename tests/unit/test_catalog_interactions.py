@@ -101,3 +101,15 @@ def test_next_app_tracking_scores_the_engine_beside_its_references():
     for k in ("engine", "oracle", "last_app", "segment_prior"):
         assert 0.0 <= na[f"accuracy_{k}"] <= 1.0
     assert na["accuracy_oracle"] >= na["accuracy_segment_prior"] - 0.1
+
+
+def test_apps_are_chosen_by_interest_and_hour_of_day():
+    from simulators.traffic import app_hour_weights, choice_interest
+
+    w = app_hour_weights([21.0, None, 9.0], [0.5, 0.5, 1.0], hour=21.0)
+    assert np.allclose(w, [1.5, 1.0, 0.0])
+    interest = np.array([[0.2, 0.3, 0.5], [0.0, 1.0, 0.0]])
+    now = choice_interest(interest, w)
+    assert np.allclose(now.sum(axis=1), 1.0) and now[0, 2] == 0.0 and now[0, 0] > interest[0, 0]
+    assert np.array_equal(now[1], interest[1])  # a user of one app keeps it
+    assert choice_interest(interest, np.ones(3)) is interest
