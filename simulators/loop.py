@@ -33,46 +33,13 @@ from engine import topics as registry
 from engine.bus import Bus, InProcessBus
 from engine.config import Config
 from engine.runner import EmbeddedEngine, EngineCore
-from optimizer import qos as qosmap
-from optimizer.curves import satisfaction
-from simulators.catalog import Catalog, draw_catalog, drift, item_ends, pick_items
-from simulators.feedback import FeedbackBehaviour
+from simulators.catalog import Catalog
 from simulators.outcomes import Outcomes
 from simulators.policies import BaselinePolicy
-from simulators.population import Population, draw_population
-from simulators.radio import RadioNetwork
-from simulators.traffic import IDLE, Sessions, app_hour_weights, choice_interest, step_sessions
+from simulators.population import Population
+from simulators.world import Streams, World, zones_in_rate  # noqa: F401  (Streams, zones_in_rate: re-exported)
 
 ProgressFn = Callable[[int], None]
-
-
-@dataclass
-class Streams:
-    """Independent random streams, so a policy's choices never shift another draw."""
-
-    population: np.random.Generator
-    radio: np.random.Generator
-    traffic: np.random.Generator
-    feedback: np.random.Generator
-    interests: np.random.Generator  # catalog, tastes, drift, items (spawned last: the others keep their draws)
-
-    @classmethod
-    def from_seed(cls, seed: int) -> "Streams":
-        ss = np.random.SeedSequence(seed)
-        return cls(*(np.random.default_rng(s) for s in ss.spawn(5)))
-
-
-def zones_in_rate(cfg: Config, pop: Population) -> tuple[np.ndarray, np.ndarray]:
-    """Hidden (A, D) of every (user, app) mapped to rate (Mbps); NaN where unused."""
-    a = np.full(pop.adequate.shape, np.nan)
-    d = np.full(pop.desired.shape, np.nan)
-    for ai, app in enumerate(pop.apps):
-        spec = cfg.applications[app]
-        params = spec.metric_params()
-        ok = ~np.isnan(pop.adequate[:, ai])
-        a[ok, ai], d[ok, ai] = qosmap.zone_in_rate(spec.metric.value, pop.adequate[ok, ai], pop.desired[ok, ai],
-                                                   **params)
-    return a, d
 
 
 class EnginePolicy:
@@ -202,97 +169,44 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     and the segment's top app (`extra["next_app"]`).
     """
     t0 = time.perf_counter()
-    rs = Streams.from_seed(cfg.simulation.seed)
-    pop = draw_population(cfg, rs.population)
-    radio = RadioNetwork(cfg, pop, rs.radio)
-    a_rate, d_rate = zones_in_rate(cfg, pop)
-    prb_bw = cfg.radio.prb_bandwidth_hz
-    mean_epochs = np.array([cfg.applications[a].session_mean_s / cfg.simulation.epoch_s for a in pop.apps])
-    activity = np.array([cfg.population.segments[s].activity for s in pop.segment])
-    behaviour = FeedbackBehaviour.default()
-
+    world = World(cfg, n_policies=len(policies))
+    pop, radio = world.pop, world.radio
     engine = EnginePolicy(cfg, radio.cell_ids, bus) if "zot" in policies else None
-    deciders = {p: (engine if p == "zot" else BaselinePolicy(p, cfg, pop, a_rate, d_rate)) for p in policies}
+    deciders = {p: (engine if p == "zot" else BaselinePolicy(p, cfg, pop, world.a_rate, world.d_rate))
+                for p in policies}
     outcomes = {p: Outcomes(pop.n, len(pop.segment_names), radio.n_cells, cfg.radio.prb_per_cell,
                             cfg.simulation.epoch_s, cfg.pricing.prb_hour) for p in policies}
-    loads = np.zeros((len(policies), radio.n_cells))
-    sessions = Sessions.steady(pop.interest, activity, mean_epochs, rs.traffic)
-    rows = np.arange(pop.n)
-    cat = draw_catalog(cfg, pop.n, rs.interests)
-    item_mean = np.array([cfg.applications[a].item_mean_s / cfg.simulation.epoch_s for a in pop.apps])
-    peaks = [cfg.applications[a].peak_hour for a in pop.apps]
-    amps = [cfg.applications[a].hour_amplitude for a in pop.apps]
-    detect = cfg.simulation.app_detection_epochs
-    window = max(detect, 1)  # "first epochs of a session"
-    # Epochs since the session started; sessions running at the start are long classified.
-    age = np.where(sessions.app >= 0, 1 << 40, 0).astype(np.int64)
-    item = np.full(pop.n, -1, dtype=np.int64)  # current item within the session's app
-    item_start = np.zeros(pop.n)
-    start_counts = {p: [0, 0] for p in policies}  # user-epochs in the window, at adequate
+    start_counts = {p: [0, 0] for p in policies}  # user-epochs in a session's first epochs, at adequate
     tracker = _NextAppTracker(cfg, pop) if track_interests and engine is not None else None
     for epoch in range(cfg.simulation.epochs):
-        ts = epoch * cfg.simulation.epoch_s
-        ep = radio.step(cfg.simulation.epoch_s, rs.radio)
-        drift(pop.interest, cfg.population.interest_drift, cfg.simulation.epoch_s, rs.interests)
-        drift(cat.taste, cfg.population.interest_drift, cfg.simulation.epoch_s, rs.interests)
-        prev_app = sessions.app
-        hour = (ts / 3600.0) % 24.0
-        choose = choice_interest(pop.interest, app_hour_weights(peaks, amps, hour))
-        sessions = step_sessions(sessions, choose, activity, mean_epochs, hour, rs.traffic)
-        app = sessions.app
-        active = app >= 0
-        age = np.where(sessions.started, 0, age + 1)
-        # Items: the one that ends emits its interaction; a new one starts (or the session's first).
-        ends = item_ends(active & (prev_app == app), age, item_mean, app, rs.interests)
-        done = np.flatnonzero(ends)
-        if engine is not None and done.size:
-            engine.publish_interactions(epoch, ts, pop, cat, done, app[done], item[done],
-                                        ts - item_start[done])
-        fresh = np.flatnonzero(ends | sessions.started)
-        item[fresh] = pick_items(cat, fresh, app[fresh], rs.interests)
-        item_start[fresh] = ts
-        named = np.where(age >= detect, app, IDLE)
-        in_window = active & (age < window)
+        ep = world.advance()
+        ts, app, serving = ep.ts, ep.app, ep.radio.serving
+        if engine is not None and ep.ended.size:
+            engine.publish_interactions(epoch, ts, pop, world.catalog, ep.ended, app[ep.ended], ep.ended_item,
+                                        ep.dwell_s)
         if tracker is not None:
-            tracker.score(engine, ts, np.flatnonzero(sessions.started), app, ep.serving)
-        se_all = radio.efficiency(ep, loads)
-        # The same uniforms decide who gives feedback under every policy.
-        gives = active & (rs.feedback.random(pop.n) < pop.feedback_rate)
-        fb_state = rs.feedback.bit_generator.state
+            tracker.score(engine, ts, np.flatnonzero(ep.started), app, serving)
+        se_all = world.efficiency(ep)
         if engine is not None:
-            engine.publish_context(epoch, ts, pop, ep.serving, named)
+            engine.publish_context(epoch, ts, pop, serving, ep.named)
         for p, name in enumerate(policies):
             se = se_all[p]
             if name == "zot":
-                prb, _ = engine.allocate(epoch, ts, pop, ep.serving, app, se, radio.prb_per_cell, named)
+                prb, _ = engine.allocate(epoch, ts, pop, serving, app, se, radio.prb_per_cell, ep.named)
             else:
-                prb = deciders[name].allocate(ep.serving, app, se, radio.prb_per_cell)
-            prb = np.where(active, prb, 0)
-            rate = prb * se * prb_bw / 1e6
-            ai = np.where(active, app, 0)
-            a_u, d_u = a_rate[rows, ai], d_rate[rows, ai]
-            sat = np.where(active, satisfaction(rate, np.where(active, a_u, 1.0), np.where(active, d_u, 2.0),
-                                                cfg.objective.eps), 0.0)
-            used = np.bincount(ep.serving, weights=prb, minlength=radio.n_cells)
-            loads[p] = used / radio.prb_per_cell
-            outcomes[name].record(active, pop.segment, ep.serving, sat, active & (rate >= a_u),
-                                  active & (rate >= d_u), used, int(ep.handed_over.sum()))
-            start_counts[name][0] += int(in_window.sum())
-            start_counts[name][1] += int((in_window & (rate >= a_u)).sum())
-            # Feedback: same stream position for every policy (common random numbers).
-            rs.feedback.bit_generator.state = fb_state
-            who = np.flatnonzero(gives)
-            signal, rating, _ = behaviour.emit(rs.feedback, rate[who], a_u[who], d_u[who])
+                prb = deciders[name].allocate(serving, app, se, radio.prb_per_cell)
+            got = world.deliver(p, ep, prb, se)
+            outcomes[name].record(ep.active, pop.segment, serving, got.sat, got.at_adequate, got.at_desired,
+                                  got.used, int(ep.radio.handed_over.sum()))
+            start_counts[name][0] += int(ep.in_window.sum())
+            start_counts[name][1] += int((ep.in_window & got.at_adequate).sum())
+            who, signal, rating = world.feedback(ep, got.rate)
             if name == "zot" and who.size:
-                q = np.empty(who.size)
-                for k in np.unique(app[who]):
-                    m = app[who] == k
-                    params = cfg.applications[pop.apps[k]].metric_params()
-                    q[m] = qosmap.qos_for_rate(pop.metrics[k], rate[who][m], **params)
-                q = np.where(np.isfinite(q), q, 1e9)  # an unusable session: the metric's worst
-                engine.publish_feedback(epoch, ts, pop, who, app, q, signal, rating, ep.serving)
+                engine.publish_feedback(epoch, ts, pop, who, app, world.qos_on_the_wire(who, app, got.rate),
+                                        signal, rating, serving)
         if progress is not None:
             progress(epoch + 1)
+    window = world.window
     extra: dict = {"session_start": {p: {"epochs": window, "user_epochs": n, "adequate_share": k / max(n, 1)}
                                      for p, (n, k) in start_counts.items()}}
     if tracker is not None:
