@@ -165,7 +165,8 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     level in each session's first epochs (those before the network names the app,
     at least the first). `track_interests` (embedded engine only): also score the
     engine's next-app prediction at every session start against the app the user
-    then runs, beside the oracle (the user's hidden top app), the user's last app
+    then runs, beside the oracle (the top app of the user's hidden interests at that
+    hour), the user's last app
     and the segment's top app (`extra["next_app"]`).
     """
     t0 = time.perf_counter()
@@ -185,7 +186,7 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
             engine.publish_interactions(epoch, ts, pop, world.catalog, ep.ended, app[ep.ended], ep.ended_item,
                                         ep.dwell_s)
         if tracker is not None:
-            tracker.score(engine, ts, np.flatnonzero(ep.started), app, serving)
+            tracker.score(engine, ts, np.flatnonzero(ep.started), app, serving, ep.choice)
         se_all = world.efficiency(ep)
         if engine is not None:
             engine.publish_context(epoch, ts, pop, serving, ep.named)
@@ -227,12 +228,13 @@ class _NextAppTracker:
         self.n = 0
 
     def score(self, engine: EnginePolicy, ts: float, started: np.ndarray, app: np.ndarray,
-              serving: np.ndarray) -> None:
+              serving: np.ndarray, choice: np.ndarray) -> None:
+        """`choice`: the distributions the starting sessions drew their apps from (the oracle's)."""
         if started.size:
             guess = engine.predict_next_apps(ts, self.pop, started, serving)
             truth = app[started]
             self.hits["engine"] += int(sum(g == self.pop.apps[t] for g, t in zip(guess, truth)))
-            self.hits["oracle"] += int((np.argmax(self.pop.interest[started], axis=1) == truth).sum())
+            self.hits["oracle"] += int((np.argmax(choice[started], axis=1) == truth).sum())
             last = self.last[started]
             self.hits["last_app"] += int(np.where(last >= 0, last, self.segment_top[started]).__eq__(truth).sum())
             self.hits["segment_prior"] += int((self.segment_top[started] == truth).sum())

@@ -73,6 +73,7 @@ class Epoch:
     app: np.ndarray  # (n,) app in session, IDLE if none
     active: np.ndarray  # (n,) bool
     started: np.ndarray  # (n,) bool: the session began this epoch
+    choice: np.ndarray  # (n, apps) the distribution a session starting now draws its app from
     named: np.ndarray  # (n,) the app as the network has classified it (IDLE: not yet)
     in_window: np.ndarray  # (n,) bool: in a session's first `window` epochs
     a_u: np.ndarray  # (n,) hidden adequate rate of the app in use (1.0 when idle)
@@ -149,7 +150,7 @@ class World:
         self._fb_state = rs.feedback.bit_generator.state
         ai = np.where(active, app, 0)
         a_u, d_u = self.a_rate[self._rows, ai], self.d_rate[self._rows, ai]
-        return Epoch(e, ts, hour, ep, app, active, s.started, np.where(age >= self.detect, app, IDLE),
+        return Epoch(e, ts, hour, ep, app, active, s.started, choose, np.where(age >= self.detect, app, IDLE),
                      active & (age < self.window), np.where(active, a_u, 1.0), np.where(active, d_u, 2.0),
                      gives, done, ended_item, dwell)
 

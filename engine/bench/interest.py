@@ -295,11 +295,13 @@ def simulator_next_app(config_path: str | None = None, hours: float = 48.0, epoc
     """Next-app prediction against the simulator's hidden interests (part 4, accuracy half).
 
     Draws the config's population, runs its session process (simulators.traffic:
-    apps drawn from each user's hidden interests, activity by segment and hour)
+    apps drawn from each user's hidden interests weighted by the hour, activity by
+    segment and hour)
     for `hours` in steps of `epoch_s`, and feeds each session start to
     `UserInterests` as an interaction (user, app, hour, segment). At each
     checkpoint, P(next app | user, hour) for every user is scored with
-    `score_next_app` against `Population.interest`, beside the segment prior alone
+    `score_next_app` against the distribution sessions draw from at that hour
+    (`Population.interest` x the apps' hour weights), beside the segment prior alone
     (the same model asked about the users as if unseen).
     """
     from types import SimpleNamespace
@@ -332,9 +334,11 @@ def simulator_next_app(config_path: str | None = None, hours: float = 48.0, epoc
             learned = model.next_key(InterestQuery(users, np.full(pop.n, ts)), hours=hour)
             prior = model.next_key(InterestQuery(np.full(pop.n, -1), np.full(pop.n, ts), pop.segment), hours=hour)
             names = list(pop.apps[:keys])
+            # The truth now: hidden interests weighted by the hour (what sessions draw from).
+            truth = choice_interest(pop.interest, app_hour_weights(peaks, amps, (ts / 3600.0) % 24.0))
             out.append({"hours": todo.pop(0), "sessions_per_user": n_events / pop.n,
-                        "learned": score_next_app(learned, names, pop.interest, list(pop.apps)),
-                        "segment_prior": score_next_app(prior, names, pop.interest, list(pop.apps))})
+                        "learned": score_next_app(learned, names, truth, list(pop.apps)),
+                        "segment_prior": score_next_app(prior, names, truth, list(pop.apps))})
         hour_now = (ts / 3600.0) % 24.0
         choose = choice_interest(pop.interest, app_hour_weights(peaks, amps, hour_now))
         sessions = step_sessions(sessions, choose, activity, mean_epochs, hour_now, rng)
