@@ -281,11 +281,12 @@ def _links_kernel(
     gain, rsrp, rx, write_power, tx_dbm, rsrp_offset,
     sx, sy, sh, shifts, cell_site, cell_az, cell_omni,
     code, fc_ghz, sig_los, sig_nlos, dc_los, dc_nlos, dc_state,
-    g_max, phi3, theta3, a_m, sla_v, tilt, vertical, omni_gain,
+    g_max, phi3, theta3, a_m, sla_v, tilt, vertical, omni_gain, site_omni,
 ):  # fmt: skip
     """For each user in `rows` (indices into every per-user array): optionally
     evolve its latents (Gudmundson, innovations innov[:, i]), then write its
-    LOS states, gains and optionally RSRP and received power, in place."""
+    LOS states, gains and optionally RSRP and received power, in place.
+    site_omni[s]: every cell of site s is omni (its angles are never needed)."""
     m = rows.shape[0]
     n_sites = z_sf.shape[1]
     n_cells = cell_site.shape[0]
@@ -341,6 +342,10 @@ def _links_kernel(
                 sig = sig_los if los else sig_nlos
                 pl = pathloss_from_constants(d2d, dh2, dbp, a1, b1, a2, a_n, b_n, los)
                 loss[s] = pl + sig * z_sf[u, s]
+                if site_omni[s]:  # omni cells: no pattern, so no angles (half the cost of a link)
+                    azim[s] = 0.0
+                    a_v[s] = 0.0
+                    continue
                 azim[s] = atan2_deg_scalar(by, bx)
                 if vertical:
                     zen = 90.0 + atan2_deg_scalar(sh[s] - uh[u], d2d)
@@ -359,21 +364,13 @@ def _links_kernel(
                     rx[u, c] = math.exp((g + tx_dbm[c]) * _DB_TO_NEPER)
 
 
-def _run_links_kernel(
-    rows, user_xy, user_height_m, moved, innov, evolve, z_sf, z_los, los,
-    gain, rsrp, rx, write_power, tx_dbm, rsrp_offset,
-    layout, scenario, fc_ghz, pattern, omni_gain_dbi, shadowing,
-):  # fmt: skip
+def links_kernel_constants(layout: Layout, scenario: str, fc_ghz: float, pattern: SectorPattern = SectorPattern(),
+                           omni_gain_dbi: float = 0.0, shadowing: bool = True) -> tuple:
+    """The trailing arguments of `_links_kernel` (sites, cells, scenario, antenna):
+    fixed for a run, so a compiled loop prepares them once and passes them as a tuple."""
     p = scenario_params(scenario)
     sig_los, sig_nlos = (p.sigma_sf_los_db, p.sigma_sf_nlos_db) if shadowing else (0.0, 0.0)
-    xy = np.asarray(user_xy, dtype=float)
-    n = xy.shape[0]
-    _links_kernel(
-        np.ascontiguousarray(rows, dtype=np.int64),
-        np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]),
-        np.ascontiguousarray(np.broadcast_to(np.asarray(user_height_m, dtype=float), (n,))),
-        np.ascontiguousarray(moved, dtype=float), innov, evolve, z_sf, z_los, los,
-        gain, rsrp, rx, write_power, tx_dbm, float(rsrp_offset),
+    return (
         np.ascontiguousarray(layout.site_xy[:, 0]), np.ascontiguousarray(layout.site_xy[:, 1]),
         layout.site_height_m.astype(float), np.ascontiguousarray(layout.wrap_shifts, dtype=float),
         layout.cell_site.astype(np.int64),
@@ -383,6 +380,24 @@ def _run_links_kernel(
         pattern.max_gain_dbi, pattern.phi_3db_deg, pattern.theta_3db_deg,
         pattern.front_to_back_db, pattern.side_lobe_vertical_db, pattern.downtilt_deg,
         bool(pattern.vertical), float(omni_gain_dbi),
+        np.bincount(layout.cell_site, weights=~layout.cell_omni, minlength=layout.n_sites) == 0,  # all omni
+    )  # fmt: skip
+
+
+def _run_links_kernel(
+    rows, user_xy, user_height_m, moved, innov, evolve, z_sf, z_los, los,
+    gain, rsrp, rx, write_power, tx_dbm, rsrp_offset,
+    layout, scenario, fc_ghz, pattern, omni_gain_dbi, shadowing,
+):  # fmt: skip
+    xy = np.asarray(user_xy, dtype=float)
+    n = xy.shape[0]
+    _links_kernel(
+        np.ascontiguousarray(rows, dtype=np.int64),
+        np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]),
+        np.ascontiguousarray(np.broadcast_to(np.asarray(user_height_m, dtype=float), (n,))),
+        np.ascontiguousarray(moved, dtype=float), innov, evolve, z_sf, z_los, los,
+        gain, rsrp, rx, write_power, tx_dbm, float(rsrp_offset),
+        *links_kernel_constants(layout, scenario, fc_ghz, pattern, omni_gain_dbi, shadowing),
     )  # fmt: skip
 
 
@@ -751,3 +766,121 @@ def prb_rate_bps(efficiency: np.ndarray, scs_khz: float, overhead: float = 0.14)
     the 38.306 value for FR1 downlink.
     """
     return np.asarray(efficiency, dtype=float) * 12.0 * scs_khz * 1e3 * (14.0 / 15.0) * (1.0 - overhead)
+
+
+# --------------------------------------------------- compiled twins for the loop
+# Used by the compiled multi-epoch loop (`simulators.compiled_run`); each has a
+# plain wrapper with its NumPy reference's signature, compared in the tests.
+
+
+@njit(cache=True)
+def refresh_due_kernel(since_refresh_m, moved_m, refresh_m, rows, dist):
+    """`refresh_due` in place: updates since_refresh_m, writes the rows due and their
+    distances into rows[:m], dist[:m]; returns m."""
+    m = 0
+    for u in range(since_refresh_m.shape[0]):
+        acc = since_refresh_m[u] + moved_m[u]
+        if acc >= refresh_m and acc > 0.0:
+            rows[m] = u
+            dist[m] = acc
+            m += 1
+            since_refresh_m[u] = 0.0
+        else:
+            since_refresh_m[u] = acc
+    return m
+
+
+def refresh_due_nb(
+    since_refresh_m: np.ndarray, moved_m: np.ndarray, refresh_m: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`refresh_due` in Numba: same signature and result."""
+    since = np.array(since_refresh_m, dtype=float)
+    n = since.shape[0]
+    rows = np.empty(n, dtype=np.int64)
+    dist = np.empty(n)
+    m = refresh_due_kernel(since, np.ascontiguousarray(moved_m, dtype=float), float(refresh_m), rows, dist)
+    return rows[:m], dist[:m], since
+
+
+@njit(cache=True)
+def efficiency_kernel(rx, serving, load, noise_mw, key, use_fading, floor_lin, thresholds, eff_table, out, faded):
+    """Spectral efficiency per policy and user, out (P, n), from SINR through the CQI
+    thresholds (`spectral_efficiency` of `sinr_db`). faded: scratch (C,).
+
+    The interference sum runs over cells in index order; NumPy's `sinr_db` uses a
+    BLAS product, which may round the last bit differently (see docs/radio.md).
+    """
+    n, n_cells = rx.shape
+    n_pol = load.shape[0]
+    n_th = thresholds.shape[0]
+    acc = np.empty(n_pol)
+    for u in range(n):
+        s = serving[u]
+        thr = rx[u, s] * floor_lin
+        for c in range(n_cells):
+            pc = rx[u, c]
+            if use_fading and pc >= thr:
+                pc *= _rayleigh_scalar(key, u, c, n_cells)
+            faded[c] = pc
+        signal = faded[s]
+        faded[s] = 0.0
+        # Policies inner: their sums are independent chains the CPU overlaps; each
+        # still adds its cells in index order.
+        for p in range(n_pol):
+            acc[p] = 0.0
+        for c in range(n_cells):
+            f = faded[c]
+            for p in range(n_pol):
+                acc[p] += f * load[p, c]
+        for p in range(n_pol):
+            sinr = 10.0 * math.log10(signal / (acc[p] + noise_mw))
+            lo = 0  # searchsorted(thresholds, sinr, side="right"): thresholds at or below
+            hi = n_th
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if thresholds[mid] <= sinr:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[p, u] = eff_table[lo]
+
+
+def sinr_efficiency_reference(
+    rx_mw: np.ndarray,
+    serving: np.ndarray,
+    load: np.ndarray,
+    noise_mw: float,
+    key: int | None,
+    table: int = 1,
+    overhead: float = 0.0,
+    fading_floor_db: float = 20.0,
+) -> np.ndarray:
+    """Data spectral efficiency (bit/s/Hz) per policy and user: `spectral_efficiency(sinr_db(...))`
+    times (1 - overhead). load (C,) or (P, C) as in `sinr_db`."""
+    return spectral_efficiency(sinr_db(rx_mw, serving, load, noise_mw, key, fading_floor_db), table) * (1.0 - overhead)
+
+
+def efficiency_table(table: int = 1, overhead: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(SINR thresholds of CQI 1..15 in dB, efficiency of CQI 0..15 times 1 - overhead)."""
+    return cqi_sinr_thresholds_db(table), cqi_efficiency(table) * (1.0 - overhead)
+
+
+def sinr_efficiency(
+    rx_mw: np.ndarray,
+    serving: np.ndarray,
+    load: np.ndarray,
+    noise_mw: float,
+    key: int | None,
+    table: int = 1,
+    overhead: float = 0.0,
+    fading_floor_db: float = 20.0,
+) -> np.ndarray:
+    """`sinr_efficiency_reference` in one Numba pass, nothing (n, C) allocated."""
+    rx = np.ascontiguousarray(rx_mw, dtype=float)
+    lo, single = _as_load_2d(load, rx.shape[1])
+    th, eff = efficiency_table(table, overhead)
+    out = np.empty((lo.shape[0], rx.shape[0]))
+    floor = 0.0 if math.isinf(fading_floor_db) else 10.0 ** (-fading_floor_db / 10.0)
+    efficiency_kernel(rx, np.ascontiguousarray(serving, dtype=np.int64), lo, float(noise_mw),
+                      np.uint64(0 if key is None else key), key is not None, floor, th, eff, out, np.empty(rx.shape[1]))
+    return out[0] if single else out

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,3 +102,60 @@ def l3_filter(previous_dbm: np.ndarray | None, measured_dbm: np.ndarray, k: int 
         return m.copy()
     a = 1.0 / 2.0 ** (k / 4.0)
     return (1.0 - a) * np.asarray(previous_dbm, dtype=float) + a * m
+
+
+# ------------------------------------------------------------ compiled twin
+
+
+@njit(cache=True)
+def handover_kernel(rsrp, hysteresis_db, ttt_epochs, ping_pong_epochs, serving, candidate, held, handovers,
+                    ping_pongs, previous, since_handover, went):  # fmt: skip
+    """`handover_step` in place on the state arrays; went[u] = handed over this epoch."""
+    n, n_cells = rsrp.shape
+    for u in range(n):
+        best = 0
+        for c in range(1, n_cells):  # argmax: the first of equal maxima
+            if rsrp[u, c] > rsrp[u, best]:
+                best = c
+        s = serving[u]
+        a3 = best != s and rsrp[u, best] > rsrp[u, s] + hysteresis_db
+        h = (held[u] + 1 if best == candidate[u] else 1) if a3 else 0
+        go = a3 and h > ttt_epochs
+        since = since_handover[u] + 1
+        went[u] = go
+        if go:
+            if best == previous[u] and since <= ping_pong_epochs:
+                ping_pongs[u] += 1
+            handovers[u] += 1
+            previous[u] = s
+            serving[u] = best
+            candidate[u] = -1
+            held[u] = 0
+            since_handover[u] = 0
+        else:
+            candidate[u] = best if a3 else -1
+            held[u] = h
+            since_handover[u] = since
+
+
+def handover_step_nb(
+    state: HandoverState,
+    rsrp_dbm: np.ndarray,
+    hysteresis_db: float = 3.0,
+    ttt_epochs: int = 0,
+    ping_pong_epochs: int = 5,
+) -> tuple[HandoverState, np.ndarray]:
+    """`handover_step` as one Numba pass: same signature and result."""
+    if hysteresis_db < 0 or ttt_epochs < 0:
+        raise ValueError("hysteresis_db and ttt_epochs must be >= 0")
+    rsrp = np.ascontiguousarray(rsrp_dbm, dtype=float)
+    n = state.serving.shape[0]
+    if rsrp.ndim != 2 or rsrp.shape[0] != n:
+        raise ValueError(f"rsrp_dbm has {rsrp.shape[0]} users, state has {n}")
+    new = HandoverState(*(np.array(a, dtype=np.int64) for a in (
+        state.serving, state.candidate, state.held, state.handovers, state.ping_pongs, state.previous,
+        state.since_handover)))  # fmt: skip
+    went = np.zeros(n, dtype=np.bool_)
+    handover_kernel(rsrp, float(hysteresis_db), int(ttt_epochs), int(ping_pong_epochs), new.serving, new.candidate,
+                    new.held, new.handovers, new.ping_pongs, new.previous, new.since_handover, went)
+    return new, went

@@ -158,7 +158,7 @@ class RunResult:
 
 
 def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: ProgressFn | None = None,
-        track_interests: bool = False) -> RunResult:
+        track_interests: bool = False, compiled: bool = True) -> RunResult:
     """Run the scenario with every policy in lockstep; return what each achieved.
 
     `extra["session_start"]`: per policy, the share of user-epochs at the adequate
@@ -167,8 +167,13 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     engine's next-app prediction at every session start against the app the user
     then runs, beside the oracle (the top app of the user's hidden interests at that
     hour), the user's last app
-    and the segment's top app (`extra["next_app"]`).
+    and the segment's top app (`extra["next_app"]`). `compiled`: without "zot",
+    run the compiled loop (`simulators/compiled_run.py`, equal results).
     """
+    if compiled and "zot" not in policies:
+        # Baselines only: the same run, many epochs per Numba call (equal results, tested).
+        from simulators.compiled_run import run_compiled  # imported here: it imports this module
+        return run_compiled(cfg, policies, progress=progress)
     t0 = time.perf_counter()
     world = World(cfg, n_policies=len(policies))
     pop, radio = world.pop, world.radio

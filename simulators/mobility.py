@@ -18,9 +18,11 @@ from its seed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 Bounds = tuple[float, float, float, float]
 
@@ -222,3 +224,156 @@ def step_mobility(
         )  # fmt: skip
     new = MobilityState(xy=xy, waypoint=waypoint, speed=speed, heading=heading, mean_heading=mean_heading)
     return new, moved
+
+
+# ------------------------------------------------------------ compiled twin
+# `step_mobility_nb` is `step_mobility` as one Numba pass (same draws from the same
+# Generator in the same order, same floating-point operations), so a compiled
+# multi-epoch loop (`simulators.compiled_run`) can move users without a Python call.
+
+
+@njit(cache=True, inline="always")
+def _np_mod(a: float, b: float) -> float:
+    """np.mod for floats (sign of the divisor), operation for operation."""
+    m = np.fmod(a, b)
+    if m != 0.0:
+        if (b < 0.0) != (m < 0.0):
+            m += b
+    else:
+        m = math.copysign(0.0, b)
+    return m
+
+
+@njit(cache=True, inline="always")
+def _wrap_angle_scalar(a: float) -> float:
+    return _np_mod(a + np.pi, 2.0 * np.pi) - np.pi
+
+
+@njit(cache=True, inline="always")
+def _reflect_scalar(v: float, lo: float, width: float) -> tuple[float, bool]:
+    t = v - lo
+    bounces = math.floor(t / width)
+    t = _np_mod(t, 2.0 * width)
+    if t > width:
+        t = 2.0 * width - t
+    return lo + t, _np_mod(bounces, 2.0) != 0.0
+
+
+@njit(cache=True)
+def mobility_kernel(model, mean_s, dt_s, x0, y0, x1, y1, alpha, heading_std, xy, waypoint, speed, heading,
+                    mean_heading, moved, rest, fresh, rng):  # fmt: skip
+    """One step of every user, in place (xy, waypoint, speed, heading, mean_heading, moved).
+
+    rest, fresh: scratch of n and (2, n). Random waypoint users first (each round
+    draws x then y of a fresh point for every such user), then Gauss-Markov users
+    (all speed innovations, then all heading innovations), as `step_mobility`.
+    """
+    n = model.shape[0]
+    n_rw = 0
+    n_gm = 0
+    for u in range(n):
+        moved[u] = 0.0
+        if model[u] == RANDOM_WAYPOINT:
+            n_rw += 1
+        elif model[u] == GAUSS_MARKOV:
+            n_gm += 1
+        else:
+            speed[u] = 0.0
+    if n_rw:
+        for u in range(n):
+            if model[u] == RANDOM_WAYPOINT:
+                rest[u] = mean_s[u] * dt_s
+                speed[u] = mean_s[u]
+        for _ in range(64):
+            any_arrive = False
+            for u in range(n):
+                if model[u] != RANDOM_WAYPOINT:
+                    continue
+                dx = waypoint[u, 0] - xy[u, 0]
+                dy = waypoint[u, 1] - xy[u, 1]
+                dist = math.hypot(dx, dy)
+                arrive = rest[u] > 0.0 and rest[u] >= dist
+                walk = min(rest[u], dist)
+                f = walk / max(dist, 1e-300)
+                xy[u, 0] = xy[u, 0] + f * dx
+                xy[u, 1] = xy[u, 1] + f * dy
+                moved[u] += walk
+                rest[u] -= walk
+                fresh[0, u] = 1.0 if arrive else 0.0  # arrival flag until the draws below
+                any_arrive = any_arrive or arrive
+            if not any_arrive:
+                break
+            # uniform_points: n_rw x-coordinates, then n_rw y-coordinates.
+            for u in range(n):
+                if model[u] == RANDOM_WAYPOINT:
+                    fresh[1, u] = rng.uniform(x0, x1)
+                    if fresh[0, u] == 1.0:
+                        waypoint[u, 0] = fresh[1, u]
+            for u in range(n):
+                if model[u] == RANDOM_WAYPOINT:
+                    yv = rng.uniform(y0, y1)
+                    if fresh[0, u] == 1.0:
+                        waypoint[u, 1] = yv
+    if n_gm:
+        k = math.sqrt(1.0 - alpha * alpha)
+        for u in range(n):
+            if model[u] == GAUSS_MARKOV:
+                fresh[0, u] = rng.standard_normal()
+        for u in range(n):
+            if model[u] == GAUSS_MARKOV:
+                fresh[1, u] = rng.standard_normal()
+        for u in range(n):
+            if model[u] != GAUSS_MARKOV:
+                continue
+            ms = mean_s[u]
+            s = max(alpha * speed[u] + (1.0 - alpha) * ms + k * (0.2 * ms) * fresh[0, u], 0.0)
+            h = heading[u]
+            dh = _wrap_angle_scalar(mean_heading[u] - h)
+            h = h + (1.0 - alpha) * dh + k * heading_std * fresh[1, u]
+            step = s * dt_s
+            nx, fx = _reflect_scalar(xy[u, 0] + step * math.cos(h), x0, x1 - x0)
+            ny, fy = _reflect_scalar(xy[u, 1] + step * math.sin(h), y0, y1 - y0)
+            mh = mean_heading[u]
+            if fx:
+                h = np.pi - h
+                mh = np.pi - mh
+            if fy:
+                h = -h
+                mh = -mh
+            xy[u, 0] = nx
+            xy[u, 1] = ny
+            speed[u] = s
+            heading[u] = _wrap_angle_scalar(h)
+            mean_heading[u] = _wrap_angle_scalar(mh)
+            moved[u] = step
+
+
+def step_mobility_nb(
+    state: MobilityState,
+    model: np.ndarray,
+    mean_speed_mps: np.ndarray,
+    dt_s: float,
+    bounds: Bounds,
+    rng: np.random.Generator,
+    alpha: float = 0.85,
+    heading_std_rad: float = np.pi / 4,
+) -> tuple[MobilityState, np.ndarray]:
+    """`step_mobility` in one Numba pass: same signature, draws and result."""
+    _check_bounds(bounds)
+    if dt_s < 0:
+        raise ValueError(f"dt_s must be >= 0, got {dt_s}")
+    model = np.ascontiguousarray(model, dtype=np.int64)
+    if np.any(model == GAUSS_MARKOV) and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    n = state.xy.shape[0]
+    if model.shape != (n,) or not np.isin(model, list(MODEL_CODES.values())).all():
+        raise ValueError(f"model must be ({n},) codes in {MODEL_CODES}")
+    mean_s = np.ascontiguousarray(np.broadcast_to(np.asarray(mean_speed_mps, dtype=float), (n,)))
+    xy, waypoint = np.array(state.xy, dtype=float), np.array(state.waypoint, dtype=float)
+    speed, heading = np.array(state.speed, dtype=float), np.array(state.heading, dtype=float)
+    mean_heading = np.array(state.mean_heading, dtype=float)
+    moved = np.zeros(n)
+    x0, y0, x1, y1 = (float(b) for b in bounds)
+    mobility_kernel(model, mean_s, float(dt_s), x0, y0, x1, y1, float(alpha), float(heading_std_rad), xy, waypoint,
+                    speed, heading, mean_heading, moved, np.empty(n), np.empty((2, n)), rng)
+    return MobilityState(xy=xy, waypoint=waypoint, speed=speed, heading=heading, mean_heading=mean_heading), moved
