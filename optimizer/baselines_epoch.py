@@ -91,7 +91,7 @@ def _proportional_fair(offsets, n_prb, c, avg, window, out, x_out):
         hi = np.full(n, float(n_prb[cell]))
         score = np.empty(n)
         for j in range(n):
-            score[j] = x[j] - math.floor(x[j])
+            score[j] = x[j] - np.floor(x[j])
         _round_cell(x, lo, hi, n_prb[cell], score, -math.inf, out[a:e])
         x_out[a:e] = x
 

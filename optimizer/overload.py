@@ -64,7 +64,7 @@ def _required_prbs(c, lo, hi, target, n_prb, req, dropped) -> tuple[float, bool]
         if target[u] <= 0.0:
             req[u] = lo[u]
         elif c[u] > 0.0:
-            r = max(math.ceil(target[u] / c[u] * (1.0 - 1e-12)), lo[u])
+            r = max(np.ceil(target[u] / c[u] * (1.0 - 1e-12)), lo[u])
             if r > n_prb and hi[u] >= n_prb:  # not held back by its own share: the cell is too small
                 too_big = True
             req[u] = r if r <= hi[u] else -1.0
@@ -75,8 +75,11 @@ def _required_prbs(c, lo, hi, target, n_prb, req, dropped) -> tuple[float, bool]
 
 
 @njit(cache=True)
-def _max_served(w, lo, req, big_n, weighted, prb, dropped, key) -> None:
-    """Admit users at their target cheapest first; leftover PRBs to the next in line."""
+def _max_served(w, lo, req, big_n, weighted, prb, dropped, key, order) -> None:
+    """Admit users at their target cheapest first; leftover PRBs to the next in line.
+
+    `key` (float64) and `order` (int64) are scratch of at least len(w).
+    """
     n = w.size
     budget = big_n
     for u in range(n):
@@ -90,8 +93,8 @@ def _max_served(w, lo, req, big_n, weighted, prb, dropped, key) -> None:
                 key[u] = cost
         else:
             key[u] = math.inf
-    order = np.empty(n, dtype=np.int64)
-    argsort_by_key(key, order)  # ties by index
+    order = order[:n]
+    argsort_by_key(key[:n], order)  # ties by index
     for j in range(n):
         u = order[j]
         if req[u] < 0.0:

@@ -115,6 +115,38 @@ def target_rates(adequate: np.ndarray, desired: np.ndarray, eps: float, target: 
     return np.maximum(np.asarray(inverse(t, adequate, desired, eps), dtype=np.float64).reshape(-1), 0.0)
 
 
+def _validate_users(obj: object, n: int | None, eps: float) -> int:
+    """Validate and coerce the per-user fields both problem classes share, in place; returns the user count.
+
+    se, adequate, desired (the zones), weight, min_share and max_share, then
+    the curve constants k, m. `n` is the expected count (None: from se).
+    """
+    put = object.__setattr__
+    se = _vec("se", getattr(obj, "se"), n, hi=MAX_SE)
+    n = se.size
+    put(obj, "se", se)
+    adequate = _vec("adequate", getattr(obj, "adequate"), n, hi=MAX_RATE_MBPS)
+    desired = _vec("desired", getattr(obj, "desired"), n, hi=MAX_RATE_MBPS)
+    _zones(adequate, desired)
+    put(obj, "adequate", adequate)
+    put(obj, "desired", desired)
+    weight = getattr(obj, "weight")
+    put(obj, "weight", np.ones(n) if weight is None else _vec("weight", weight, n, hi=1e6))
+    shares = {}
+    for name in ("min_share", "max_share"):
+        raw = np.broadcast_to(np.asarray(getattr(obj, name), dtype=np.float64), (n,))
+        shares[name] = _vec(name, raw, n, hi=1.0)
+        put(obj, name, shares[name])
+    bad = shares["min_share"] > shares["max_share"]
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ProblemError("min_share", f"entry {i} exceeds max_share ({shares['min_share'][i]} > {shares['max_share'][i]})")
+    k, m = slope_centre(adequate, desired, eps)
+    put(obj, "k", np.asarray(k, dtype=np.float64).reshape(-1))
+    put(obj, "m", np.asarray(m, dtype=np.float64).reshape(-1))
+    return n
+
+
 @dataclass(frozen=True, eq=False)
 class CellProblem:
     """One cell in one epoch. Arrays are per user; validated and coerced on construction."""
@@ -146,18 +178,7 @@ class CellProblem:
         put(self, "n_prb", int(self.n_prb))
         put(self, "prb_bw_hz", _scalar("prb_bw_hz", self.prb_bw_hz, lo=0.0, hi=MAX_PRB_BW_HZ, open_lo=True))
         put(self, "eps", _scalar("eps", self.eps, lo=0.0, hi=0.5, open_lo=True, open_hi=True))
-        se = _vec("se", self.se, None, hi=MAX_SE)
-        n = se.size
-        put(self, "se", se)
-        put(self, "adequate", _vec("adequate", self.adequate, n, hi=MAX_RATE_MBPS))
-        put(self, "desired", _vec("desired", self.desired, n, hi=MAX_RATE_MBPS))
-        _zones(self.adequate, self.desired)
-        put(self, "weight", np.ones(n) if self.weight is None else _vec("weight", self.weight, n, hi=1e6))
-        put(self, "min_share", _vec("min_share", np.broadcast_to(np.asarray(self.min_share, dtype=np.float64), (n,)), n, hi=1.0))
-        put(self, "max_share", _vec("max_share", np.broadcast_to(np.asarray(self.max_share, dtype=np.float64), (n,)), n, hi=1.0))
-        if (self.min_share > self.max_share).any():
-            i = int(np.argmax(self.min_share > self.max_share))
-            raise ProblemError("min_share", f"entry {i} exceeds max_share ({self.min_share[i]} > {self.max_share[i]})")
+        n = _validate_users(self, None, self.eps)
         if self.slice_id is not None:
             sid = np.asarray(self.slice_id)
             if sid.shape != (n,) or not np.issubdtype(sid.dtype, np.integer):
@@ -176,10 +197,7 @@ class CellProblem:
             put(self, "slice_max_share", smax)
         if self.user_ids is not None and len(self.user_ids) != n:
             raise ProblemError("user_ids", f"has {len(self.user_ids)} entries, expected {n}")
-        put(self, "c", se * (self.prb_bw_hz / 1e6))
-        k, m = slope_centre(self.adequate, self.desired, self.eps)
-        put(self, "k", np.asarray(k, dtype=np.float64).reshape(-1))
-        put(self, "m", np.asarray(m, dtype=np.float64).reshape(-1))
+        put(self, "c", self.se * (self.prb_bw_hz / 1e6))
         lo, hi = share_bounds(self.n_prb, self.min_share, self.max_share)
         put(self, "lo_prb", lo)
         put(self, "hi_prb", hi)
@@ -236,21 +254,9 @@ class EpochProblem:
             raise ProblemError("prb_bw_hz", "must be > 0")
         put(self, "prb_bw_hz", bw)
         put(self, "eps", _scalar("eps", self.eps, lo=0.0, hi=0.5, open_lo=True, open_hi=True))
-        n = int(off[-1])
-        put(self, "se", _vec("se", self.se, n, hi=MAX_SE))
-        put(self, "adequate", _vec("adequate", self.adequate, n, hi=MAX_RATE_MBPS))
-        put(self, "desired", _vec("desired", self.desired, n, hi=MAX_RATE_MBPS))
-        _zones(self.adequate, self.desired)
-        put(self, "weight", np.ones(n) if self.weight is None else _vec("weight", self.weight, n, hi=1e6))
-        put(self, "min_share", _vec("min_share", np.broadcast_to(np.asarray(self.min_share, dtype=np.float64), (n,)), n, hi=1.0))
-        put(self, "max_share", _vec("max_share", np.broadcast_to(np.asarray(self.max_share, dtype=np.float64), (n,)), n, hi=1.0))
-        if (self.min_share > self.max_share).any():
-            raise ProblemError("min_share", "exceeds max_share for some user")
+        _validate_users(self, int(off[-1]), self.eps)
         cell_of_user = np.repeat(np.arange(n_cells), np.diff(off))
         put(self, "c", self.se * (bw[cell_of_user] / 1e6))
-        k, m = slope_centre(self.adequate, self.desired, self.eps)
-        put(self, "k", np.asarray(k, dtype=np.float64).reshape(-1))
-        put(self, "m", np.asarray(m, dtype=np.float64).reshape(-1))
         lo, hi = share_bounds(self.n_prb, self.min_share, self.max_share, cell_of_user)
         put(self, "lo_prb", lo)
         put(self, "hi_prb", hi)

@@ -13,7 +13,8 @@ A unit is only handed out if its score beats `min_score` (weighted sum: the
 gain must be positive, otherwise leaving the PRB unused is better).
 
 `round_prbs` (Numba) and `round_prbs_numpy` (reference) have the same signature;
-`_round_cell` is the kernel the batched solver calls per cell.
+`_round_cell` is the kernel for one cell (`_round_into` the same with caller-owned
+scratch, what the batched solver calls per cell).
 """
 
 from __future__ import annotations
@@ -91,62 +92,84 @@ def argsort_by_key(key: np.ndarray, idx: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def select_smallest(key: np.ndarray, idx: np.ndarray, r: int) -> None:
-    """Reorder `idx` in place so that idx[:r] are its r smallest by (key[i], i).
+def _kth_smallest(a: np.ndarray, b: np.ndarray, r: int) -> float:
+    """The r-th smallest (0-based) value of `a`; `a` (destroyed) and `b` are scratch of the same size.
 
-    Quickselect (Hoare partition, median of three): O(len) on average, and the
-    chosen set is exactly the first r of a stable sort (ties by index).
+    Quickselect with an out-of-place three-way partition: each value is
+    written to both ends of `b` and only the matching end advances, so the
+    loop has no branches and never reads what it just wrote (an in-place
+    partition stalls on both on random scores). The values equal to the
+    pivot fill the middle. ~3x faster per cell than an in-place (Hoare) quickselect.
     """
     lo = 0
-    hi = idx.size - 1
-    if r <= 0 or r >= idx.size:
-        return
-    while hi > lo:
-        mid = (lo + hi) // 2
-        if _before(key, idx[mid], idx[lo]):
-            idx[mid], idx[lo] = idx[lo], idx[mid]
-        if _before(key, idx[hi], idx[lo]):
-            idx[hi], idx[lo] = idx[lo], idx[hi]
-        if _before(key, idx[hi], idx[mid]):
-            idx[hi], idx[mid] = idx[mid], idx[hi]
-        pivot = idx[mid]
-        i = lo
-        j = hi
-        while i <= j:
-            while _before(key, idx[i], pivot):
-                i += 1
-            while _before(key, pivot, idx[j]):
-                j -= 1
-            if i <= j:
-                idx[i], idx[j] = idx[j], idx[i]
-                i += 1
-                j -= 1
-        # [lo, j] <= pivot <= [i, hi]; elements strictly between are the pivot.
-        if r - 1 <= j:
-            hi = j
-        elif r - 1 >= i:
-            lo = i
+    hi = a.size
+    src = a
+    dst = b
+    while hi - lo > 16:
+        p0 = src[lo]
+        p1 = src[(lo + hi) // 2]
+        p2 = src[hi - 1]
+        pivot = max(min(p0, p1), min(max(p0, p1), p2))  # median of three
+        lt = lo
+        gt = hi - 1
+        for j in range(lo, hi):
+            v = src[j]
+            dst[lt] = v
+            dst[gt] = v
+            lt += np.int64(v < pivot)
+            gt -= np.int64(v > pivot)
+        for j in range(lt, gt + 1):
+            dst[j] = pivot
+        if r < lt:
+            hi = lt
+        elif r > gt:
+            lo = gt + 1
         else:
-            return
+            return pivot
+        src, dst = dst, src
+    for i in range(lo + 1, hi):  # insertion sort of the last few
+        v = src[i]
+        j = i - 1
+        while j >= lo and src[j] > v:
+            src[j + 1] = src[j]
+            j -= 1
+        src[j + 1] = v
+    return src[r]
+
+
+def kth_smallest(values: np.ndarray, r: int) -> float:
+    """The r-th smallest (0-based) of `values` (Numba; np.partition is the reference)."""
+    a = np.array(values, dtype=np.float64)
+    if not 0 <= r < a.size:
+        raise IndexError(f"r={r} outside 0..{a.size - 1}")
+    return float(_kth_smallest(a, np.empty_like(a), int(r)))
 
 
 @njit(cache=True)
-def _round_cell(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_prb: int, score: np.ndarray, min_score: float, out: np.ndarray) -> int:
-    """Fill `out` (int64) with whole PRBs; returns the number used."""
+def _round_into(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_prb: int, score: np.ndarray, min_score: float,
+                out: np.ndarray, cand: np.ndarray, neg: np.ndarray, aux: np.ndarray) -> int:
+    """`_round_cell` with caller-owned scratch (`cand` int64, `neg` and `aux` float64, each >= len(x)).
+
+    The batched solver calls this once per cell with one scratch buffer for the
+    whole epoch: three small allocations per cell were ~5% of an epoch.
+    The R leftover PRBs go to the candidates whose score beats the R-th best
+    (`_kth_smallest` of the negated scores), ties to the lower index.
+    """
     n = x.size
     used = 0
     for u in range(n):
-        f = math.floor(x[u])
-        if f < lo[u]:
-            f = lo[u]
-        if f > hi[u]:
-            f = hi[u]
+        lu = lo[u]
+        hu = hi[u]
+        f = np.floor(x[u])
+        f = f if f > lu else lu
+        f = f if f < hu else hu
         out[u] = np.int64(f)
+    for u in range(n):
         used += out[u]
     if used > n_prb:
         # Only reachable if the continuous x overshot N (it is feasible to
         # ~1e-12): take back from the lowest-scored users above their minimum.
-        order = np.empty(n, dtype=np.int64)
+        order = cand[:n]
         argsort_by_key(score, order)
         for j in range(n):
             u = order[j]
@@ -159,21 +182,37 @@ def _round_cell(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_prb: int, score
     left = n_prb - used
     if left == 0 or n == 0:
         return used
-    cand = np.empty(n, dtype=np.int64)
     n_cand = 0
     for u in range(n):
         if out[u] + 1 <= hi[u] and score[u] > min_score:
             cand[n_cand] = u
+            neg[n_cand] = -score[u]
             n_cand += 1
     give = min(left, n_cand)
-    if give < n_cand:
-        neg = np.empty(n)
+    if give == n_cand:
         for j in range(n_cand):
-            neg[cand[j]] = -score[cand[j]]
-        select_smallest(neg, cand[:n_cand], give)
-    for j in range(give):
-        out[cand[j]] += 1
+            out[cand[j]] += 1
+        return used + give
+    v = _kth_smallest(neg[:n_cand], aux[:n_cand], give - 1)
+    # Every candidate below v gets one; of those equal to v, the first in index order.
+    n_less = 0
+    for j in range(n_cand):
+        n_less += np.int64(-score[cand[j]] < v)
+    ties = give - n_less
+    for j in range(n_cand):
+        u = cand[j]
+        key = -score[u]
+        take = (key < v) | ((key == v) & (ties > 0))
+        ties -= np.int64((key == v) & take)
+        out[u] += np.int64(take)
     return used + give
+
+
+@njit(cache=True)
+def _round_cell(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_prb: int, score: np.ndarray, min_score: float, out: np.ndarray) -> int:
+    """Fill `out` (int64) with whole PRBs; returns the number used."""
+    return _round_into(x, lo, hi, n_prb, score, min_score, out, np.empty(x.size, dtype=np.int64), np.empty(x.size),
+                       np.empty(x.size))
 
 
 def _prep(x, lo, hi, score):

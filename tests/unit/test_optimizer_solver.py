@@ -15,11 +15,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from engine.schemas import OverloadReason
-from optimizer.curves import log_dissatisfaction, satisfaction
+from optimizer.curves import log_dissatisfaction, log_satisfaction, satisfaction
 from optimizer.overload import REASON_CODES, explain, required_prbs
 from optimizer.problem import CellProblem, EpochProblem, objective_value
 from optimizer.reference import SOLVED, solve_reference
+from optimizer.rounding import round_prbs_numpy
 from optimizer.solver import (
+    approx_log,
     solve_cell,
     solve_epoch,
     waterfill_continuous,
@@ -299,3 +301,69 @@ def test_to_allocation_is_a_valid_wire_event() -> None:
                          user_ids=[f"u{i}" for i in range(p.n_users)])
     assert ev.prb_used == r.prb_used and ev.overload
     assert ev.users[6].reason is OverloadReason.NO_CHANNEL
+
+
+# ------------------------------------------------------------------ the fast paths of the batched kernel
+
+
+def test_approx_log_is_within_its_bound() -> None:
+    # The coarse phase's logarithm: 3.4e-8 absolute over the whole normal range.
+    rng = np.random.default_rng(11)
+    y = np.concatenate([10.0 ** rng.uniform(-300, 300, 200_000), rng.uniform(0.5, 2.0, 200_000),
+                        [2.2250738585072014e-308, 1.0, 2.0, 1.7976931348623157e308]])
+    err = np.abs(approx_log(y) - np.log(y))
+    assert err.max() <= 5e-8
+    assert err.max() >= 1e-9  # it is an approximation: the exact phase must follow it
+
+
+def _exact_completion(p: CellProblem, x: np.ndarray, price: float) -> np.ndarray:
+    """NumPy reference of the weighted sum's whole PRBs: floors, then the R best exact gains (if > 0)."""
+    lo = _lo(p)
+    f = np.clip(np.floor(x), lo, p.hi_prb)
+    ls = lambda q: np.asarray(log_satisfaction(p.c * q, p.adequate, p.desired, p.eps)).reshape(-1)  # noqa: E731
+    gain = np.where((p.c > 0) & (p.weight > 0), p.weight * (ls(f + 1) - ls(f)) - price, -np.inf)
+    return round_prbs_numpy(x, lo, p.hi_prb, p.n_prb, gain, 0.0)
+
+
+@SETTINGS
+@given(p=cells(max_users=40, narrow=1e-6), price=st.one_of(st.just(0.0), st.floats(1e-4, 2.0)))
+def test_weighted_sum_whole_prbs_and_outputs_match_a_numpy_recomputation(p: CellProblem, price: float) -> None:
+    # The kernel's exp/log1p shortcuts (one log per gain, S and log S from exp(-|z|)) against plain NumPy.
+    r = solve_cell(p, "weighted_sum", price=price)
+    expected = _exact_completion(p, r.x, price)
+    rate = p.c * expected
+    ls = np.asarray(log_satisfaction(rate, p.adequate, p.desired, p.eps)).reshape(-1)
+    f_expected = float(np.sum(np.where(p.weight > 0, p.weight * ls, 0.0)) - price * expected.sum())
+    if not np.array_equal(r.prb, expected):
+        # Only an exact tie in the gains (to rounding) may pick another user: same objective.
+        assert r.objective == pytest.approx(f_expected, rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(r.satisfaction, np.asarray(satisfaction(p.c * r.prb, p.adequate, p.desired, p.eps)).reshape(-1),
+                               rtol=1e-13, atol=1e-300)
+    ls_got = np.asarray(log_satisfaction(p.c * r.prb, p.adequate, p.desired, p.eps)).reshape(-1)
+    f_got = float(np.sum(np.where(p.weight > 0, p.weight * ls_got, 0.0)) - price * r.prb.sum())
+    assert r.objective == pytest.approx(f_got, rel=1e-12, abs=1e-12)
+
+
+def test_batched_epoch_is_deterministic_and_warm_starts_agree() -> None:
+    # The benchmark's kind of epoch: the two-phase root search gives one answer per cell,
+    # whatever the start, and the same bits on every call.
+    rng = np.random.default_rng(2026)
+    n = 3_000
+    offsets = np.linspace(0, n, 31).astype(np.int64)
+    a = np.exp(rng.normal(0.0, 0.8, n))
+    ep = EpochProblem(offsets=offsets, n_prb=np.full(30, 273, dtype=np.int64), prb_bw_hz=360e3,
+                      se=rng.uniform(0.15, 5.55, n), adequate=a, desired=a * rng.uniform(2.0, 5.0, n))
+    r1 = solve_epoch(ep, "weighted_sum", price=0.01)
+    r2 = solve_epoch(ep, "weighted_sum", price=0.01)
+    for f in ("prb", "x", "satisfaction", "objective", "dual"):
+        np.testing.assert_array_equal(getattr(r1, f), getattr(r2, f))
+    for scale in (0.5, 1.0001, 3.0):
+        rw = solve_epoch(ep, "weighted_sum", price=0.01, warm_start=r1.dual * scale)
+        np.testing.assert_array_equal(rw.prb, r1.prb)
+        np.testing.assert_allclose(rw.x, r1.x, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(rw.dual, r1.dual, rtol=1e-9)
+    for i in (0, 17):
+        c = ep.cell(i)
+        x, mu = weighted_sum_continuous_numpy(c.c, c.k, c.m, c.weight, c.lo_prb, c.hi_prb, c.n_prb, 0.01)
+        np.testing.assert_allclose(r1.cell(i).x, x, rtol=0, atol=1e-8)
+        assert r1.dual[i] == pytest.approx(mu, rel=1e-9)
