@@ -181,8 +181,8 @@ def engine(
     worker_id: Annotated[str, typer.Option("--worker-id", help="Stable id of this worker (its transactional id); "
                                            "restart a dead worker with the same id.")] = "0",
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
-    consumer: Annotated[str, typer.Option("--consumer", help="'faust': a Faust agent reads the inputs; 'batch': "
-                                          "aiokafka fetches in the same worker (faster).")] = "faust",
+    consumer: Annotated[str, typer.Option("--consumer", help="'batch' (default): aiokafka fetches whole batches "
+                                          "(faster); 'faust': a Faust agent reads the inputs.")] = "batch",
 ) -> None:
     """Start an engine worker (Faust) on the Kafka cluster named in the config."""
     import logging
@@ -194,8 +194,8 @@ def engine(
     from simulators.radio import build_layout
 
     cfg = _config(config)
-    if consumer not in ("faust", "batch"):
-        _fail(f"--consumer {consumer!r}: allowed 'faust' or 'batch'", 2)
+    if consumer not in ("batch", "faust"):
+        _fail(f"--consumer {consumer!r}: allowed 'batch' or 'faust'", 2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         options = client_options(cfg.kafka, secrets_from_env(cfg))

@@ -17,11 +17,13 @@ has no such window.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +40,19 @@ def app_id(cfg: Config) -> str:
     return f"{cfg.kafka.topic_prefix}engine"
 
 
-CONSUMERS = ("faust", "batch")
+CONSUMERS = ("batch", "faust")
+DEFAULT_CONSUMER = "batch"  # several times the agent's rate (docs/engine.md, BENCHMARKS.md)
 
 
 def build_app(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[str] | None = None,
-              data_dir: Path | None = None, consumer: str = "faust") -> tuple[Any, TransactionalEngine]:
+              data_dir: Path | None = None, consumer: str = DEFAULT_CONSUMER) -> tuple[Any, TransactionalEngine]:
     """A Faust app that drives a `TransactionalEngine`; returns both.
 
-    consumer="faust": a Faust agent reads the inputs (`stream.take_events`).
-    consumer="batch": a task of the same app reads them with aiokafka's `getmany`
-    (whole fetches, no per-event Faust machinery: several times the agent's rate),
-    in the same consumer group, with the same transactional step.
+    consumer="batch" (default): a task of the app reads the inputs with aiokafka's
+    `getmany` (whole fetches, no per-event Faust machinery: several times the
+    agent's rate), with the same transactional step.
+    consumer="faust": a Faust agent reads them (`stream.take_events`).
+    Both use the same consumer group.
     """
     import faust
 
@@ -134,14 +138,36 @@ def build_app(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[s
 
 async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, Any], group: str,
                       topics: list[str], batch: int) -> None:
-    """Read the inputs in whole fetches and run the transactional step on each."""
+    """Read the inputs in whole fetches and run the transactional step on each.
+
+    A step takes what the fetcher holds, up to `batch` messages: under load
+    batches grow (the per-transaction cost is shared by more events), when the
+    worker keeps up they stay small, so an event waits at most about one step
+    plus its own. The group's offsets are committed while the next batch is
+    processed (one commit in flight): a crash before that commit only redelivers
+    messages the changelog's offsets already mark as applied.
+    """
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
     from engine.worker import aiokafka_options
 
+    pending: asyncio.Task | None = None  # the previous batch's group offset commit
+
+    async def settle() -> None:
+        nonlocal pending
+        if pending is not None:
+            task, pending = pending, None
+            t0 = time.perf_counter()
+            try:
+                await task
+            except Exception as exc:  # noqa: BLE001 - a lost commit only means a deduped redelivery
+                log.warning("committing the group offsets failed (%s: %s)", type(exc).__name__, exc)
+            engine.stats.offsets_s += time.perf_counter() - t0
+
     class Rebalance(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked: Any) -> None:
             engine.must_tail = True
+            await settle()  # commit what we processed before the partitions move
 
         async def on_partitions_assigned(self, assigned: Any) -> None:
             engine.must_tail = True  # their changelog offsets may come from another worker
@@ -152,9 +178,12 @@ async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, 
                                 max_partition_fetch_bytes=16 << 20, **aiokafka_options(options))
     consumer.subscribe(topics, listener=Rebalance())
     await consumer.start()
+    stats = engine.stats
     try:
         while not app.should_stop:
+            t0 = time.perf_counter()
             got = await consumer.getmany(timeout_ms=20, max_records=batch)
+            stats.fetch_s += time.perf_counter() - t0
             msgs = [Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
                     for recs in got.values() for r in recs]
             if not msgs:
@@ -163,8 +192,13 @@ async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, 
             await engine.process(msgs, assigned=assigned)
             # After the transaction: a crash in between only redelivers, and the
             # changelog's offsets make the redelivery a no-op.
-            await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in got.items() if recs})
+            await settle()
+            pending = asyncio.ensure_future(
+                consumer.commit({tp: recs[-1].offset + 1 for tp, recs in got.items() if recs}))
+        await settle()
     finally:
+        if pending is not None:
+            pending.cancel()
         await consumer.stop()
 
 
@@ -175,7 +209,7 @@ def _ssl_context() -> Any:
 
 
 def run_worker(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[str] | None = None,
-               loglevel: str = "warning", consumer: str = "faust") -> None:
+               loglevel: str = "warning", consumer: str = DEFAULT_CONSUMER) -> None:
     """Start a worker and block until it is stopped (SIGTERM/SIGINT stop it cleanly)."""
     import faust
 

@@ -139,7 +139,7 @@ def write_config(cfg: Config, path: Path) -> Path:
 
 
 def spawn_worker(config_path: Path, worker_id: str, log_path: Path, python: str | None = None,
-                 consumer: str = "faust") -> Any:
+                 consumer: str = "batch") -> Any:
     """Start `zot engine CONFIG --worker-id ID` as a separate process (its output to log_path)."""
     import os
     import subprocess

@@ -310,15 +310,24 @@ def decode(payload: bytes | str, expect: type[_Event] | None = None) -> _Event:
     (tests/unit/test_schemas.py checks that on mutated payloads). Anything it
     rejects goes through the reference path (`decode_reference`), which decides
     and gives the reason: so reasons, and what is accepted, are unchanged.
+    pydantic-core parses NaN/Infinity literals (the reference path rejects them
+    anywhere, even under a duplicate key a later one overrides): a payload that
+    holds either word takes the reference path.
     """
-    try:
-        event = _input_adapter.validate_json(payload)
-    except ValidationError:
-        pass
-    else:
-        if expect is None or type(event) is expect:
-            return event
+    words = _NON_FINITE_BYTES if isinstance(payload, bytes) else _NON_FINITE_STR
+    if words[0] not in payload and words[1] not in payload:  # type: ignore[operator]
+        try:
+            event = _input_adapter.validate_json(payload)
+        except ValidationError:
+            pass
+        else:
+            if expect is None or type(event) is expect:
+                return event
     return decode_reference(payload, expect)
+
+
+_NON_FINITE_BYTES = (b"NaN", b"Infinity")  # -Infinity contains Infinity
+_NON_FINITE_STR = ("NaN", "Infinity")
 
 
 def decode_reference(payload: bytes | str, expect: type[_Event] | None = None) -> _Event:

@@ -37,7 +37,7 @@ def dead_letter(msg: Message, reason: str) -> schemas.DeadLetter:
         partition=msg.partition,
         offset=msg.offset,
         key_b64=None if msg.key is None else base64.b64encode(msg.key).decode(),
-        value_b64=base64.b64encode(msg.value).decode(),
+        value_b64="" if msg.value is None else base64.b64encode(msg.value).decode(),
     )
 
 
@@ -69,19 +69,31 @@ def parse_batch(
     """
     out = Parsed()
     buckets = {"feedback": out.feedback, "context": out.context, "kpi": out.kpi, "interaction": out.interaction}
+    expects = {topic: schemas.INPUT_TYPES.get(kind) for topic, kind in topic_types.items()}
+    decode, DecodeError, Feedback = schemas.decode, schemas.DecodeError, schemas.Feedback
+    feedback, dead = out.feedback, out.dead
     for msg in messages:
-        expect = schemas.INPUT_TYPES.get(topic_types.get(msg.topic, ""))
+        expect = expects.get(msg.topic)
         if expect is None:
-            out.dead.append(dead_letter(msg, f"topic {msg.topic!r} carries no input events"))
+            dead.append(dead_letter(msg, f"topic {msg.topic!r} carries no input events"))
+            continue
+        if msg.value is None:  # a tombstone (kcat -Z, a compacting producer): no event to read
+            dead.append(dead_letter(msg, "null value: no event"))
             continue
         try:
-            ev = schemas.decode(msg.value, expect=expect)
-        except schemas.DecodeError as exc:
-            out.dead.append(dead_letter(msg, exc.reason))
+            ev = decode(msg.value, expect)
+        except DecodeError as exc:
+            dead.append(dead_letter(msg, exc.reason))
             continue
+        if expect is Feedback:
+            # The bulk of the stream: check its app and cell inline; the general
+            # check below only runs to word the reason.
+            if ev.app in apps and (cells is None or ev.cell_id in cells):  # type: ignore[attr-defined]
+                feedback.append(ev)  # type: ignore[arg-type]
+                continue
         problem = _semantic_error(ev, apps, cells)
         if problem is not None:
-            out.dead.append(dead_letter(msg, problem))
+            dead.append(dead_letter(msg, problem))
             continue
         buckets[ev.type].append(ev)  # type: ignore[union-attr]
     return out

@@ -2,14 +2,21 @@
 
 Throughput: N feedback events are loaded into the feedback topic first; then
 (1) a bare consumer (aiokafka and kafka-python, the faster counts) reads and
-decodes them (schemas.decode, nothing else), and (2) one `zot engine` worker
-process consumes them, updates the posteriors and publishes profiles, changelog
-and offsets in its transactions. The engine's sustained rate is taken from the
-consumer group's committed offsets between 10% and 90% of the stream (worker
-start-up excluded). Latency: at half the engine's measured rate, feedback keeps
-flowing while every cell sends a KPI report every 100 ms; the latency is from
-the KPI's send to its decision's arrival on the allocations topic
-(read_committed). The worker's own timers say where the time goes.
+decodes them (`schemas.decode`, the engine's own decoder, nothing else), and (2)
+one `zot engine` worker process consumes them, updates the posteriors and
+publishes profiles, changelog and offsets in its transactions. The engine's
+sustained rate is taken from the consumer group's committed offsets between 10%
+and 90% of the stream (worker start-up excluded).
+
+Latency: at half the engine's measured rate, feedback keeps flowing (sent every
+5 ms, what is due) while every cell sends a KPI report every 100 ms; the latency
+is from just before a KPI's send to its decision's arrival on the allocations
+topic (read_committed). One KPI per cell is decided first, unmeasured: the
+throughput phase never called the solver, and its first call loads it.
+
+The worker's own timers say where the time goes; its CPU time (from /proc) says
+what share of a core it got in each phase, and the load generator's share too:
+on a shared 2-core machine the broker, the generator and the worker compete.
 
 A broker is started on 127.0.0.1 (port ZOT_BENCH_KAFKA_PORT, default 39192) if
 none answers there, and stopped at the end.
@@ -152,62 +159,117 @@ def _engine_rate(options: dict, cfg: Config, topic: str, n: int, timeout_s: floa
 
 def _latency(options: dict, cfg: Config, rate: float, seconds: float) -> dict[str, float]:
     """KPI -> decision latency while feedback flows at `rate` events/s."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    return asyncio.run(_latency_async(options, cfg, rate, seconds))
 
+
+async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float) -> dict[str, float]:
+    """The load: feedback at `rate`/s (sent every 5 ms, what is due) and one KPI report
+    per cell every 100 ms; the latency of a report is from just before its send to
+    the arrival of its decision (read_committed) at this process.
+
+    asyncio + aiokafka, sleeping between sends: the load generator shares the
+    machine with the broker and the worker, so it must not spin (a busy poll loop
+    would take a core from the system it measures).
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from engine.worker import aiokafka_options
     from simulators.radio import build_layout
 
     p = cfg.kafka.topic_prefix
     fb_t, kpi_t = (registry.with_prefix(t, p) for t in (registry.FEEDBACK, registry.KPI))
     alloc_t = registry.with_prefix(registry.ALLOCATIONS, p)
     _, cells = build_layout(cfg)
-    rng = np.random.default_rng(3)
-    values = _feedback_values(int(rate * seconds) + 1, rng, start=10**8)
-    producer = KafkaProducer(acks=1, linger_ms=1, batch_size=1 << 18, **options)
-    consumer = KafkaConsumer(isolation_level="read_committed", enable_auto_commit=False, **options)
-    tps = [TopicPartition(alloc_t, q) for q in sorted(consumer.partitions_for_topic(alloc_t))]
-    consumer.assign(tps)
-    consumer.seek_to_end(*tps)
-    for tp in tps:
-        consumer.position(tp)
+    opts = aiokafka_options(options)
+    producer = AIOKafkaProducer(acks=1, linger_ms=0, max_batch_size=1 << 18, **opts)
+    consumer = AIOKafkaConsumer(isolation_level="read_committed", enable_auto_commit=False, group_id=None,
+                                fetch_max_wait_ms=100, **opts)
+    await producer.start()
+    await consumer.start()
     sent: dict[str, float] = {}
     lat: list[float] = []
     users = [schemas.UserChannel(user_id=f"u{i}", spectral_efficiency=2.0, app="video") for i in range(20)]
-    t0 = time.perf_counter()
-    i, epoch, next_kpi = 0, 0, t0
-    while (now := time.perf_counter()) - t0 < seconds:
-        due = int((now - t0) * rate)
-        while i < min(due, len(values)):
-            producer.send(fb_t, key=values[i][0], value=values[i][1])
-            i += 1
-        if now >= next_kpi:
-            epoch += 1
-            for c in cells:
-                ev = schemas.CellKpi(event_id=f"k{epoch}-{c}", ts=float(epoch), cell_id=c, epoch=epoch,
-                                     prb_total=51, users=users)
-                producer.send(kpi_t, key=c.encode(), value=schemas.encode(ev))
-                sent[f"alloc-{c}-{epoch}"] = time.perf_counter()
-            producer.flush(10)
-            next_kpi += 0.1
-        for recs in consumer.poll(timeout_ms=1).values():
-            arrived = time.perf_counter()
-            for r in recs:
-                eid = json.loads(r.value)["event_id"]
-                if eid in sent:
-                    lat.append(arrived - sent.pop(eid))
-    end = time.perf_counter() + 10
-    while sent and time.perf_counter() < end:
-        for recs in consumer.poll(timeout_ms=50).values():
-            arrived = time.perf_counter()
-            for r in recs:
-                eid = json.loads(r.value)["event_id"]
-                if eid in sent:
-                    lat.append(arrived - sent.pop(eid))
-    producer.close()
-    consumer.close()
-    ms = np.array(lat) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
-            "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
-            "decisions": int(ms.size), "missing": len(sent), "feedback_rate": i / seconds}
+    try:
+        n_fb = len(await producer.client._wait_on_metadata(fb_t))
+        # Keys, values and partitions made before the clock starts (the default partitioner's choice).
+        values = [(k, v, registry.partition_for(k, n_fb))
+                  for k, v in _feedback_values(int(rate * seconds) + 1, np.random.default_rng(3), start=10**8)]
+        tps = [TopicPartition(alloc_t, q) for q in sorted(await consumer._client._wait_on_metadata(alloc_t))]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)  # resolve "end" before the first KPI is sent
+
+        async def collect(sending_until: float, grace_s: float = 10.0) -> None:
+            # While the load runs, then until every decision arrived (at most grace_s more).
+            while time.perf_counter() < sending_until or (sent and time.perf_counter() < sending_until + grace_s):
+                got = await consumer.getmany(timeout_ms=20)
+                arrived = time.perf_counter()
+                for recs in got.values():
+                    for r in recs:
+                        eid = json.loads(r.value)["event_id"]
+                        if eid in sent:
+                            lat.append(arrived - sent.pop(eid))
+
+        # Warm-up, not measured: the first decisions of a fresh worker load (or JIT-compile)
+        # the Numba solver, which the throughput phase (feedback only) never called.
+        for c in cells:
+            ev = schemas.CellKpi(event_id=f"warm-{c}", ts=0.0, cell_id=c, epoch=0, prb_total=51, users=users)
+            sent[f"alloc-{c}-0"] = time.perf_counter()
+            await producer.send(kpi_t, key=c.encode(), value=schemas.encode(ev))
+        await collect(time.perf_counter(), grace_s=110.0)  # until every warm-up decision arrived
+        warm_ms = 1000 * max(lat) if lat else float("nan")
+        lat.clear()
+        sent.clear()
+
+        t0 = time.perf_counter()
+        reader = asyncio.create_task(collect(t0 + seconds))
+        i, epoch, next_kpi = 0, 0, t0
+        while (now := time.perf_counter()) - t0 < seconds:
+            due = min(int((now - t0) * rate), len(values))
+            if due > i:  # what is due, one producer batch per partition
+                batches: dict[int, Any] = {}
+                for k, v, part in values[i:due]:
+                    b = batches.get(part)
+                    if b is None:
+                        b = batches[part] = producer.create_batch()
+                    if b.append(key=k, value=v, timestamp=None) is None:
+                        await producer.send_batch(b, fb_t, partition=part)
+                        b = batches[part] = producer.create_batch()
+                        b.append(key=k, value=v, timestamp=None)
+                for part, b in batches.items():
+                    await producer.send_batch(b, fb_t, partition=part)
+                i = due
+            if now >= next_kpi:
+                epoch += 1
+                for c in cells:
+                    ev = schemas.CellKpi(event_id=f"k{epoch}-{c}", ts=float(epoch), cell_id=c, epoch=epoch,
+                                         prb_total=51, users=users)
+                    value = schemas.encode(ev)
+                    sent[f"alloc-{c}-{epoch}"] = time.perf_counter()
+                    await producer.send(kpi_t, key=c.encode(), value=value)
+                next_kpi += 0.1
+            await asyncio.sleep(0.005)
+        await reader
+        ms = np.array(lat) * 1000
+        return {"p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
+                "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
+                "max_ms": float(ms.max()) if ms.size else float("nan"),
+                "decisions": int(ms.size), "missing": len(sent), "offered_feedback_rate": rate,
+                "warm_up_decision_ms": warm_ms,
+                "feedback_rate": i / seconds}
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _engine_run(options: dict, cfg: Config, tmp: Path, consumer: str, n: int, quick: bool,
@@ -231,13 +293,21 @@ def _engine_run(options: dict, cfg: Config, tmp: Path, consumer: str, n: int, qu
         os.environ.pop("ZOT_ENGINE_STATS")
     try:
         wait_group_members(options, app_id(cfg), 1, timeout_s=120)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s(worker.pid)
         rate, done = _engine_rate(options, cfg, fb_t, n, timeout_s=120 if quick else 240)
-        out: dict[str, Any] = {"events": n, "events_per_s": rate, "fraction_done": done,
-                               "wall_s": time.perf_counter() - t0}
+        t1, c1 = time.perf_counter(), _cpu_s(worker.pid)
+        # The worker's CPU over the phase: the share of one core it got on this shared
+        # machine, and its CPU per event (robust to what else runs).
+        out: dict[str, Any] = {"events": n, "events_per_s": rate, "fraction_done": done, "wall_s": t1 - t0,
+                               "worker_core_share": (c1 - c0) / (t1 - t0),
+                               "worker_cpu_us_per_event": (c1 - c0) / n * 1e6}
         if latency:
+            g1 = _cpu_s(os.getpid())
             out["latency"] = _latency(options, cfg, rate / 2 if np.isfinite(rate) else 1000.0,
                                       seconds=4.0 if quick else 20.0)
+            t2, c2 = time.perf_counter(), _cpu_s(worker.pid)
+            out["latency"]["worker_core_share"] = (c2 - c1) / (t2 - t1)
+            out["latency"]["load_generator_core_share"] = (_cpu_s(os.getpid()) - g1) / (t2 - t1)
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
     finally:
@@ -245,8 +315,12 @@ def _engine_run(options: dict, cfg: Config, tmp: Path, consumer: str, n: int, qu
             worker.kill()
             worker.wait(10)
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-    out["where_the_time_goes_s"] = {k: stats.get(k) for k in ("parse_s", "learn_s", "decide_s", "commit_s", "tail_s",
-                                                              "batches", "messages")}
+    keys = ("parse_s", "learn_s", "decide_s", "handle_s", "commit_s", "tail_s", "fetch_s", "offsets_s")
+    out["where_the_time_goes_s"] = {k: stats.get(k) for k in (*keys, "batches", "messages")}
+    if stats.get("messages"):  # the same, per event (worker totals over every batch, both phases)
+        out["us_per_event"] = {k.removesuffix("_s"): round(stats[k] / stats["messages"] * 1e6, 1)
+                               for k in keys if stats.get(k) is not None}
+        out["events_per_batch"] = round(stats["messages"] / max(stats.get("batches") or 1, 1), 1)
     return out
 
 
@@ -279,10 +353,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             "engine_batch_consumer": batch,
             "engine_faust_agent": faust,
             "note": "one worker process, 6 partitions, config batch_size 5000; targets are for the batch "
-                    "consumer (`zot engine --consumer batch`); the Faust agent's rate is reported beside it. "
-                    "Timers are worker totals: parse = decode+validate, learn = posterior update + profiles, "
-                    "commit = the Kafka transaction (outputs + changelog + offsets), tail = reading the "
-                    "changelog before decisions; the rest of the wall time is fetching and committing offsets.",
+                    "consumer (`zot engine`, the default); the Faust agent's rate is reported beside it. "
+                    "Timers are worker totals over both phases (us_per_event: divided by the messages): "
+                    "parse = decode+validate, learn = posterior update + profiles, decide = KPI solves, "
+                    "handle = all three, commit = the Kafka transaction (outputs + changelog + offsets), "
+                    "tail = reading the changelog before decisions, fetch = waiting in getmany, offsets = "
+                    "waiting for the group offset commit. worker_core_share: CPU seconds the worker got per "
+                    "wall second in that phase (2 cores shared with the broker and the load generator).",
             "targets": [
                 {"name": "engine / bare consumer (feedback events/s)", "value": rate / bare if bare else float("nan"),
                  "op": ">=", "goal": 0.5, "unit": "ratio"},

@@ -58,3 +58,45 @@ def test_nothing_lost(values):
     batch = [msg(v, offset=i) for i, v in enumerate(values)]
     out = parse_batch(batch, TOPICS, APPS, CELLS)
     assert out.accepted + len(out.dead) == len(batch)
+
+
+def test_null_value_is_dead_lettered_not_a_crash():
+    out = parse_batch([msg(None, offset=0), msg(fb(), offset=1)], TOPICS, APPS, CELLS)  # type: ignore[arg-type]
+    assert len(out.feedback) == 1
+    assert [(d.offset, d.reason, d.value_b64) for d in out.dead] == [(0, "null value: no event", "")]
+
+
+def _reference(m: Message):
+    """What one message becomes by the reference decoder and the general semantic check."""
+    from engine import schemas
+    from operators.parse import _semantic_error
+
+    try:
+        ev = schemas.decode_reference(m.value, expect=schemas.INPUT_TYPES[TOPICS[m.topic]])
+    except schemas.DecodeError as exc:
+        return ("dead", exc.reason)
+    problem = _semantic_error(ev, APPS, CELLS)
+    return ("dead", problem) if problem else (ev.type, schemas.encode(ev))
+
+
+_fb_variants = st.builds(
+    fb, app=st.sampled_from(["video", "web", "radio"]), cell_id=st.sampled_from(["c1", "c2", "c9", "bad id"]),
+    qos=st.one_of(st.floats(allow_nan=True), st.sampled_from(["2", "x", None])),
+    signal=st.sampled_from(["kept", "rating", "nope"]), ts=st.sampled_from([1, -1, "1", True]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(TOPICS)), st.one_of(st.binary(max_size=32), _fb_variants)),
+                max_size=20))
+def test_each_message_routed_as_the_reference_decoder_says(items):
+    batch = [msg(v, topic=t, offset=i) for i, (t, v) in enumerate(items)]
+    out = parse_batch(batch, TOPICS, APPS, CELLS)
+    got: dict[int, tuple] = {d.offset: ("dead", d.reason) for d in out.dead}
+    from engine import schemas
+
+    accepted = iter(out.feedback)  # only feedback can be valid here, in arrival order
+    for m in batch:
+        if m.offset not in got:
+            got[m.offset] = ("feedback", schemas.encode(next(accepted)))
+    assert next(accepted, None) is None
+    assert got == {m.offset: _reference(m) for m in batch}

@@ -112,3 +112,123 @@ def test_json_schema_rejects_unknown_enum():
 def test_signal_codes_dense_and_stable():
     assert sorted(s.SIGNAL_CODES.values()) == list(range(len(s.Signal)))
     assert s.SIGNAL_CODES[s.Signal.ABANDON] == 0  # append-only contract of the batch layout
+
+
+# ------------------------------------------------ fast decoder == reference decoder
+#
+# `decode` validates the bytes in one pass (pydantic-core) and falls back to the
+# reference path (json.loads + model validation) for anything that pass rejects.
+# These tests check that the two accept exactly the same payloads, with equal
+# fields, and give the same reasons, on valid events mutated in the ways the
+# fast path could differ: lax coercions, duplicate keys, missing `type`/`v`,
+# NaN/Infinity literals, escapes, huge numbers, byte edits.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10, 10), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["1", "1.0", "2.5", " 3 ", "-1", "1e400", "NaN", "inf", "true", "", "kept", "rating", "video",
+                     "feedback", "kpi", "type", "u1", "a b", "\u00e9", "\ud800"]),
+    st.text(max_size=6),
+)
+_json_values = st.recursive(_json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["user_id", "spectral_efficiency", "app", "cqi", "x"]),
+                                                 inner, max_size=4)), max_leaves=6)
+
+
+def _text(value: object) -> str:
+    # Python's json writes NaN/Infinity (not JSON) and lone surrogates as escapes: both on purpose here.
+    return json.dumps(value, allow_nan=True)
+
+
+@st.composite
+def _mutated_payload(draw) -> bytes:
+    obj = dict(draw(st.sampled_from(VALID)))
+    items = list(obj.items())
+    for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2, 3]))):
+        op = draw(st.sampled_from(["set", "drop", "dup", "add", "v", "type", "users"]))
+        keys = [k for k, _ in items]
+        if op == "set" and items:
+            i = draw(st.integers(0, len(items) - 1))
+            items[i] = (items[i][0], draw(_json_values))
+        elif op == "drop" and items:
+            items.pop(draw(st.integers(0, len(items) - 1)))
+        elif op == "dup" and items:
+            k = draw(st.sampled_from(keys))  # the same key twice: json.loads keeps the last
+            items.insert(draw(st.integers(0, len(items))), (k, draw(_json_values)))
+        elif op == "add":
+            items.append((draw(st.sampled_from(["extra", "rating", "segment", "load", "cqi"])), draw(_json_values)))
+        elif op == "v":
+            items.append(("v", draw(st.sampled_from([1, 1.0, True, "1", 2, 0, None, 1.5]))))
+        elif op == "type":
+            items.append(("type", draw(st.sampled_from(["feedback", "context", "kpi", "interaction", "Feedback",
+                                                         None, 1]))))
+        elif op == "users":
+            items.append(("users", [{"user_id": draw(st.sampled_from(["u1", "u2"])),
+                                     "spectral_efficiency": draw(_json_scalars),
+                                     "cqi": draw(_json_scalars)} for _ in range(draw(st.integers(0, 2)))]))
+    text = "{" + ",".join(f"{_text(k)}:{_text(v)}" for k, v in items) + "}"
+    raw = text.encode("utf-8", "surrogatepass")
+    edit = draw(st.sampled_from(["none"] * 5 + ["insert", "delete", "escape"]))
+    if edit == "insert":
+        i = draw(st.integers(0, len(raw)))
+        raw = raw[:i] + draw(st.sampled_from([b" ", b"\xff", b"\\", b'"', b",", b"}", b"0", b"e"])) + raw[i:]
+    elif edit == "delete" and raw:
+        i = draw(st.integers(0, len(raw) - 1))
+        raw = raw[:i] + raw[i + 1:]
+    elif edit == "escape":  # the same text with every ASCII letter of "type" written as \u escapes
+        raw = raw.replace(b'"type"', b'"\\u0074\\u0079\\u0070\\u0065"')
+    return raw
+
+
+def _outcome(fn, payload: bytes, expect):
+    try:
+        return ("ok", fn(payload, expect=expect))
+    except s.DecodeError as exc:
+        return ("dead", exc.reason)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated_payload(), st.sampled_from([None, s.Feedback, s.Context, s.CellKpi, s.Interaction]))
+def test_fast_decoder_agrees_with_reference(payload, expect):
+    fast, ref = _outcome(s.decode, payload, expect), _outcome(s.decode_reference, payload, expect)
+    assert fast == ref
+    if fast[0] == "ok":
+        assert s.encode(fast[1]) == s.encode(ref[1])
+
+
+@pytest.mark.parametrize("payload", [
+    # the fast pass would fill a missing `type` from the model's default
+    b'{"event_id":"e","ts":1,"user_id":"u","cell_id":"c","app":"a","signal":"kept","qos":2}',
+    b'{"type":"feedback","v":"1","event_id":"e","ts":1,"user_id":"u","cell_id":"c","app":"a","signal":"kept","qos":2}',
+    b'{"type":"feedback","event_id":"e","ts":1,"user_id":"u","cell_id":"c","app":"a","signal":"kept","qos":NaN}',
+    b'{"type":"feedback","qos":2,"qos":-1,"event_id":"e","ts":1,"user_id":"u","cell_id":"c","app":"a","signal":"kept"}',
+    # NaN/Infinity under a key a later duplicate overrides: pydantic-core parses them, json.loads does not
+    b'{"type":Infinity,"type":"feedback","event_id":"e","ts":1,"user_id":"u","cell_id":"c","app":"a","signal":"kept",'
+    b'"qos":2}',
+    b'{"qos":NaN,"type":"feedback","event_id":"e","ts":1,"user_id":"u","cell_id":"c","app":"a","signal":"kept",'
+    b'"qos":2}',
+    b"[" * 100_000,  # json.loads raises RecursionError here: it must come out as a reason
+])
+def test_fast_decoder_rejects_like_reference(payload):
+    with pytest.raises(s.DecodeError) as fast:
+        s.decode(payload, expect=s.Feedback)
+    with pytest.raises(s.DecodeError) as ref:
+        s.decode_reference(payload, expect=s.Feedback)
+    assert fast.value.reason == ref.value.reason
+
+
+def test_encode_is_model_dump_json_for_every_type():
+    # encode() calls the serializer directly; the bytes must be what model_dump_json gives.
+    z = s.ZotEstimate(app="video", adequate=1.5, adequate_sd=0.25, desired=3.0, desired_sd=0.5, n_signals=2)
+    users = [s.UserAllocation(user_id="u1", prb=3, rate_mbps=5.0, satisfaction=0.9, served=True)]
+    events = [s.decode(json.dumps(o).encode()) for o in VALID] + [
+        s.ProfileUpdate(event_id="p", ts=1.0, user_id="u1", zot=[z]),
+        s.Allocation(event_id="a", ts=0, cell_id="c", epoch=0, policy="zot", prb_total=5, prb_used=3, users=users),
+        s.DeadLetter(ts=1.0, reason="caf\u00e9 \u2028", source_topic="t", value_b64=""),
+    ]
+    for ev in events:
+        assert s.encode(ev) == ev.model_dump_json(exclude_none=True).encode("utf-8")
+    a, b = s.ProfileUpdate(event_id="p", ts=1.0, user_id="u1"), s.ProfileUpdate(event_id="q", ts=1.0, user_id="u2")
+    assert a.zot == [] and a.interests == [] and a.zot is not b.zot  # a default list per instance
