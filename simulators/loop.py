@@ -155,6 +155,7 @@ class RunResult:
     seconds: float
     user_epochs: int = 0
     extra: dict = field(default_factory=dict)
+    catalog: Catalog | None = None  # items and users' hidden topic tastes (at the end), when the loop ran
 
 
 def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: ProgressFn | None = None,
@@ -218,7 +219,7 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     if tracker is not None:
         extra["next_app"] = tracker.result()
     return RunResult(cfg, pop, radio.cell_ids, radio.layout.cell_xy, radio.xy.copy(), outcomes, engine,
-                     time.perf_counter() - t0, extra=extra)
+                     time.perf_counter() - t0, extra=extra, catalog=world.catalog)
 
 
 class _NextAppTracker:

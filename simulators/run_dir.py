@@ -3,6 +3,8 @@
 - `summary.json`: scenario, seed, sizes, and per policy the outcomes (keys in
   `simulators.outcomes`), plus `comparison` of zot against universal fit.
 - `truth.csv`: the hidden truth, one row per (user, app) (`population.truth_table`).
+- `items.csv`, `tastes.csv`: the catalog (app, item, topic, popularity, rate) and each
+  user's hidden topic tastes at the end (runs of the NumPy loop, i.e. with zot).
 - `zot_estimates.csv`: the engine's final estimate per (user, app) slot beside the truth.
 - `decisions.jsonl`: zot's allocation decisions as published on the bus.
 - `metrics.lp`: the metrics as InfluxDB line protocol (`engine.metrics`).
@@ -144,6 +146,8 @@ def write_run(res: RunResult, out_dir: Path) -> dict:
         "cells": [{"id": c, "x_m": float(x), "y_m": float(y)} for c, (x, y) in zip(res.cell_ids, res.cell_xy)],
         "users": [{"id": u, "x_m": float(x), "y_m": float(y)} for u, (x, y) in zip(res.population.user_ids, res.user_xy)],
     }) + "\n")
+    if res.catalog is not None:
+        _write_catalog(res, out_dir)
     if res.engine is not None:
         _write_estimates(res, out_dir / "zot_estimates.csv")
         bus = res.engine.bus
@@ -154,6 +158,23 @@ def write_run(res: RunResult, out_dir: Path) -> dict:
     _write_metrics(res, summary, out_dir / "metrics.lp")
     (out_dir / "pareto.json").write_text(json.dumps(_clean(pareto_of_busiest_cell(res.cfg)), indent=2) + "\n")
     return summary
+
+
+def _write_catalog(res: RunResult, out_dir: Path) -> None:
+    """The hidden item side: every catalog item, and every user's topic tastes at the end."""
+    cat = res.catalog
+    with (out_dir / "items.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["app", "item_id", "topic", "popularity", "rate_mbps"])
+        for app, c in zip(res.population.apps, cat.apps):
+            for i, item in enumerate(c.item_ids):
+                rate = "" if np.isnan(c.rate_mbps[i]) else f"{c.rate_mbps[i]:g}"
+                w.writerow([app, item, int(c.topic[i]), f"{c.popularity[i]:.6g}", rate])
+    with (out_dir / "tastes.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["user_id", *[f"topic_{t}" for t in range(cat.taste.shape[1])]])
+        for uid, row in zip(res.population.user_ids, cat.taste):
+            w.writerow([uid, *[f"{x:.6f}" for x in row]])
 
 
 def pareto_of_busiest_cell(cfg) -> dict:

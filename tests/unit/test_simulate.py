@@ -62,6 +62,12 @@ def test_summary_is_consistent_with_decisions(run_a):
     truth = (out / "truth.csv").read_text().splitlines()
     assert truth[0].startswith("user_id,segment,app")
     assert (out / "metrics.lp").read_text().count("zot_policy,") == cfg.simulation.epochs
+    # The item side of the truth: every catalog item once, every user's tastes summing to 1.
+    items = (out / "items.csv").read_text().splitlines()
+    assert len(items) - 1 == sum(a.catalog_items or 20 for a in cfg.applications.values())
+    tastes = [row.split(",") for row in (out / "tastes.csv").read_text().splitlines()[1:]]
+    assert len(tastes) == cfg.population.users
+    assert all(abs(sum(float(x) for x in row[1:]) - 1.0) < 1e-4 for row in tastes)
 
 
 def test_cli_main_job_runs_without_servers(tmp_path):
