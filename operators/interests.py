@@ -356,14 +356,12 @@ def profile_interests(state: InterestState, user_ids: Sequence[str], ts: float,
     if len(cat.apps) == 0:
         return [[] for _ in user_ids]
     it = state.apps.predict(InterestQuery(users, np.full(len(users), float(ts))))
-    out = []
-    for r in range(len(users)):
-        entries = []
-        for horizon, dist in (("long", it.long[r]), ("short", it.short[r])):
-            idx, w = top_k(dist[None], per_horizon)
-            entries += [Interest(key=cat.apps.ids[i], weight=float(v), horizon=horizon) for i, v in zip(idx[0], w[0])]
-        out.append(entries)
-    return out
+    ids = cat.apps.ids
+    ranked = [(horizon, *top_k(dist, per_horizon)) for horizon, dist in (("long", it.long), ("short", it.short))]
+    # Built without re-validation: keys are catalog ids, weights probabilities (hot: once per user per batch).
+    make = Interest.model_construct
+    return [[make(key=ids[i], weight=v, horizon=h) for h, idx, w in ranked
+             for i, v in zip(idx[r].tolist(), w[r].tolist())] for r in range(len(users))]
 
 
 def profile_updates(
@@ -381,6 +379,8 @@ def profile_updates(
     out = []
     for r, uid in enumerate(user_ids):
         nxt = apps[int(np.argmax(p[r]))] if len(apps) else None
-        out.append(ProfileUpdate(event_id=_event_id("profile", uid, ts), ts=ts, user_id=uid,
-                                 zot=list(zot.get(uid, [])), interests=interests[r], next_app=nxt))
+        # Parts already validated (ids from validated events, estimates and interests built
+        # above): construct without validating again, once per user per batch.
+        out.append(ProfileUpdate.model_construct(event_id=_event_id("profile", uid, ts), ts=float(ts), user_id=uid,
+                                                 zot=list(zot.get(uid, [])), interests=interests[r], next_app=nxt))
     return out
