@@ -151,23 +151,42 @@ async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, 
 
     from engine.worker import aiokafka_options
 
-    pending: asyncio.Task | None = None  # the previous batch's group offset commit
+    pending: asyncio.Task | None = None  # the group offset commit in flight
+    in_flight: dict[Any, int] = {}  # what it commits
+    owed: dict[Any, int] = {}  # next offsets processed but not known to be committed
 
     async def settle() -> None:
+        """Wait for the commit in flight; what it could not commit stays owed (retried)."""
         nonlocal pending
-        if pending is not None:
-            task, pending = pending, None
-            t0 = time.perf_counter()
-            try:
-                await task
-            except Exception as exc:  # noqa: BLE001 - a lost commit only means a deduped redelivery
-                log.warning("committing the group offsets failed (%s: %s)", type(exc).__name__, exc)
-            engine.stats.offsets_s += time.perf_counter() - t0
+        if pending is None:
+            return
+        task, pending = pending, None
+        t0 = time.perf_counter()
+        try:
+            await task
+        except Exception as exc:  # noqa: BLE001 - retried below; meanwhile a redelivery is deduped
+            log.warning("committing the group offsets failed (%s: %s); will retry", type(exc).__name__, exc)
+        else:
+            for tp, off in in_flight.items():
+                if owed.get(tp) == off:
+                    del owed[tp]
+        engine.stats.offsets_s += time.perf_counter() - t0
+
+    def commit_owed() -> None:
+        nonlocal pending, in_flight
+        if owed and pending is None:
+            in_flight = dict(owed)
+            pending = asyncio.ensure_future(consumer.commit(in_flight))
 
     class Rebalance(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked: Any) -> None:
             engine.must_tail = True
-            await settle()  # commit what we processed before the partitions move
+            # Commit what we processed before the partitions move.
+            await settle()
+            commit_owed()
+            await settle()
+            for tp in revoked:
+                owed.pop(tp, None)  # another worker's now; the changelog's offsets dedupe the rest
 
         async def on_partitions_assigned(self, assigned: Any) -> None:
             engine.must_tail = True  # their changelog offsets may come from another worker
@@ -187,14 +206,21 @@ async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, 
             msgs = [Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
                     for recs in got.values() for r in recs]
             if not msgs:
+                # Idle: finish the commit in flight, and retry one that failed (e.g. during a
+                # broker restart), or the group's offsets would stay behind until more input.
+                if pending is not None and pending.done():
+                    await settle()
+                commit_owed()
                 continue
             assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
             await engine.process(msgs, assigned=assigned)
             # After the transaction: a crash in between only redelivers, and the
             # changelog's offsets make the redelivery a no-op.
+            owed.update({tp: recs[-1].offset + 1 for tp, recs in got.items() if recs})
             await settle()
-            pending = asyncio.ensure_future(
-                consumer.commit({tp: recs[-1].offset + 1 for tp, recs in got.items() if recs}))
+            commit_owed()
+        await settle()
+        commit_owed()
         await settle()
     finally:
         if pending is not None:

@@ -135,7 +135,7 @@ class EngineInterests:
             seg = segment_of.get(e.user_id)
             if seg is not None:
                 _add(t["seg"], seg, e.app, w)
-            cell = cell_of.get(e.user_id)
+            cell = e.cell_id if e.cell_id is not None else cell_of.get(e.user_id)
             if cell is not None:
                 _add(t["cell"], cell, e.app, w)
             self.dirty_tables.add(p)

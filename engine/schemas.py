@@ -154,6 +154,8 @@ class Interaction(_Event):
     dwell_s: NonNeg = 0.0
     item_rate_mbps: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = Field(
         default=None, description="Rate the item needs at its best quality (e.g. a video's top bitrate), if known.")
+    cell_id: Ident | None = Field(
+        default=None, description="Cell the user was in, if known (else the engine takes its latest context).")
 
 
 # ---------------------------------------------------------------- outputs

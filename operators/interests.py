@@ -121,7 +121,8 @@ def encode_interactions(
     """Map validated `Interaction` events to dense arrays; new ids enter `catalog`.
 
     `segments` / `cells`: user id -> the user's segment / current cell, from the
-    context stream (users missing from them get -1).
+    context stream (users missing from them get -1); an event's own `cell_id`
+    comes first (it does not depend on which stream a worker read first).
     """
     segments, cells = segments or {}, cells or {}
     n = len(events)
@@ -134,8 +135,9 @@ def encode_interactions(
         app[r] = catalog.apps.add(e.app)
         if e.user_id in segments:
             seg[r] = catalog.segments.add(segments[e.user_id])
-        if e.user_id in cells:
-            cell[r] = catalog.cells.add(cells[e.user_id])
+        where = e.cell_id if e.cell_id is not None else cells.get(e.user_id)
+        if where is not None:
+            cell[r] = catalog.cells.add(where)
         ts[r] = e.ts
         w[r] = action_weights[e.action]
     return InteractionBatch(user, item, app, ts, w, hour_of_day(ts, utc_offset_h), seg, cell)

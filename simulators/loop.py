@@ -110,14 +110,15 @@ class EnginePolicy:
         return prb, solve_ms
 
     def publish_interactions(self, epoch: int, ts: float, pop: Population, cat: Catalog, users: np.ndarray,
-                             app: np.ndarray, item: np.ndarray, dwell_s: np.ndarray) -> None:
-        """One interaction event per item that ended this epoch."""
-        for u, a, i, d in zip(users.tolist(), app.tolist(), item.tolist(), dwell_s.tolist()):
+                             app: np.ndarray, item: np.ndarray, dwell_s: np.ndarray, cells: list[str]) -> None:
+        """One interaction event per item that ended this epoch (`cells`: where each user is)."""
+        for u, a, i, d, cell in zip(users.tolist(), app.tolist(), item.tolist(), dwell_s.tolist(), cells):
             c = cat.apps[a]
             rate = float(c.rate_mbps[i])
             ev = schemas.Interaction(
                 event_id=f"ix-{epoch}-{u}", ts=ts, user_id=pop.user_ids[u], item_id=c.item_ids[i], app=pop.apps[a],
                 action=schemas.Action.VIEW, dwell_s=d, item_rate_mbps=rate if np.isfinite(rate) else None,
+                cell_id=cell,
             )
             self.bus.produce(self.t(registry.INTERACTIONS), ev.user_id.encode(), schemas.encode(ev))
 
@@ -188,9 +189,12 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     for epoch in range(cfg.simulation.epochs):
         ep = world.advance()
         ts, app, serving = ep.ts, ep.app, ep.radio.serving
-        if engine is not None and ep.ended.size:
+        # Interactions carry the user's cell, so the engine learns the same whichever of
+        # the context and interaction streams it reads first. None in the first epoch:
+        # the engine has no one's context (segment) before it.
+        if engine is not None and ep.ended.size and epoch > 0:
             engine.publish_interactions(epoch, ts, pop, world.catalog, ep.ended, app[ep.ended], ep.ended_item,
-                                        ep.dwell_s)
+                                        ep.dwell_s, [radio.cell_ids[c] for c in serving[ep.ended]])
         if tracker is not None:
             tracker.score(engine, ts, np.flatnonzero(ep.started), app, serving, ep.choice)
         se_all = world.efficiency(ep)
