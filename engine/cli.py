@@ -79,6 +79,8 @@ def simulate(
     kafka: Annotated[bool, typer.Option("--kafka", help="Use the Kafka bus from the config instead of the embedded one.")] = False,
     engine_workers: Annotated[int, typer.Option("--engine-workers", help="With --kafka: engine worker processes to "
                                                 "start for the run (0: use workers already running).")] = 1,
+    direct: Annotated[bool, typer.Option("--direct", help="zot decides in process on arrays (the engine's "
+                                         "learner and solver, no events): for large runs.")] = False,
 ) -> None:
     """Run a simulation with the engine in the loop (embedded bus by default)."""
     import time
@@ -99,8 +101,10 @@ def simulate(
     with Progress(TextColumn("[bold]simulate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=True) as bar:
         task = bar.add_task(f"{cfg.name}: {', '.join(names)}", total=cfg.simulation.epochs)
+        if kafka and direct:
+            _fail("--direct runs zot without a bus: it does not go with --kafka", 2)
         if not kafka:
-            result = run(cfg, names, progress=lambda e: bar.update(task, completed=e))
+            result = run(cfg, names, progress=lambda e: bar.update(task, completed=e), direct=direct)
         else:
             result = _simulate_on_kafka(cfg, config, names, engine_workers, run_dir,
                                         lambda e: bar.update(task, completed=e))

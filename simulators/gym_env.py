@@ -76,15 +76,14 @@ import numpy as np
 from gymnasium import spaces
 
 from engine.config import Config, load_config
-from engine.runner import app_specs, population_priors
 from operators import satisfaction as zot
 from operators.epoch import EpochInput, build_problem
-from optimizer import qos as qosmap
 from optimizer.problem import MAX_RATE_MBPS
 from optimizer.rounding import round_prbs
 from optimizer.solver import solve_arrays
 from simulators.channel import cqi_efficiency
 from simulators.layout import Layout
+from simulators.direct_engine import DirectEnginePolicy
 from simulators.world import Streams, World
 from simulators.outcomes import Outcomes
 from simulators.policies import by_cell
@@ -402,8 +401,7 @@ class _World:
         self.outcomes = Outcomes(self.pop.n, len(self.pop.segment_names), self.radio.n_cells,
                                  cfg.radio.prb_per_cell, cfg.simulation.epoch_s, cfg.pricing.prb_hour)
         # The engine's learner, from the operator's prior (the config), never from the drawn users.
-        self.zstate = zot.new_state(app_specs(cfg), population_priors(cfg))
-        self.zparams = zot.UpdateParams(eps=cfg.objective.eps, forgetting=cfg.satisfaction.forgetting)
+        self.learner = DirectEnginePolicy(cfg, self.pop, self.radio.cell_ids)
         self._segment_app = [max(s.app_mix, key=s.app_mix.__getitem__) for s in cfg.population.segments]
         self.epoch = 0
 
@@ -436,10 +434,10 @@ class _World:
         apps = [pop.apps[a] if a >= 0 else self._segment_app[s] for a, s in zip(named, pop.segment[users])]
         segs = [pop.segment_names[s] for s in pop.segment[users]]
         if self.learn:
-            rows = zot.ensure_slots(self.zstate, ids, apps, segs)
-            self.estimates = zot.estimates(self.zstate, rows)
+            rows = zot.ensure_slots(self.learner.state, ids, apps, segs)
+            self.estimates = zot.estimates(self.learner.state, rows)
         else:
-            self.estimates = zot.estimates_for_keys(self.zstate, ids, apps, segs)
+            self.estimates = zot.estimates_for_keys(self.learner.state, ids, apps, segs)
         self.est_pos = np.full(pop.n, -1, dtype=np.int64)
         self.est_pos[users] = np.arange(users.size)
 
@@ -467,22 +465,9 @@ class _World:
         return out, got.sat
 
     def _learn(self, who: np.ndarray, rate: np.ndarray, signal: np.ndarray, rating: np.ndarray) -> None:
-        """The engine's update for these feedback events, with the QoS as it travels on the bus
-        (`World.qos_on_the_wire`) mapped back to rate, as the engine reads it."""
-        cfg, pop = self.cfg, self.pop
-        app_all = self.sessions.app
-        q = self.world.qos_on_the_wire(who, app_all, rate)
-        app = app_all[who]
-        r = np.empty(who.size)
-        for k in np.unique(app):
-            m = app == k
-            r[m] = qosmap.rate_for_qos(pop.metrics[k], q[m], **cfg.applications[pop.apps[k]].metric_params())
-        ok = np.isfinite(r)  # the engine dead-letters a QoS no rate reaches
-        who, app, r, signal, rating = who[ok], app[ok], r[ok], signal[ok], rating[ok]
-        rows = zot.ensure_slots(self.zstate, [pop.user_ids[u] for u in who], [pop.apps[a] for a in app],
-                                [pop.segment_names[s] for s in pop.segment[who]])
-        batch = zot.Batch.of(rows, app, signal, r, rating)
-        self.zstate, _ = zot.update(self.zstate, batch, self.zparams, inplace=True)
+        """The engine's update for these feedback events, with the QoS as it travels on the bus."""
+        app = self.sessions.app
+        self.learner.learn(who, app, self.world.qos_on_the_wire(who, app, rate), signal, rating)
 
 
 if ENV_ID not in gym.registry:

@@ -34,6 +34,7 @@ from engine.bus import Bus, InProcessBus
 from engine.config import Config
 from engine.runner import EmbeddedEngine, EngineCore
 from simulators.catalog import Catalog
+from simulators.direct_engine import DirectEnginePolicy
 from simulators.outcomes import Outcomes
 from simulators.policies import BaselinePolicy
 from simulators.population import Population
@@ -160,7 +161,7 @@ class RunResult:
 
 
 def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: ProgressFn | None = None,
-        track_interests: bool = False, compiled: bool = True) -> RunResult:
+        track_interests: bool = False, compiled: bool = True, direct: bool = False) -> RunResult:
     """Run the scenario with every policy in lockstep; return what each achieved.
 
     `extra["session_start"]`: per policy, the share of user-epochs at the adequate
@@ -170,7 +171,9 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     then runs, beside the oracle (the top app of the user's hidden interests at that
     hour), the user's last app
     and the segment's top app (`extra["next_app"]`). `compiled`: without "zot",
-    run the compiled loop (`simulators/compiled_run.py`, equal results).
+    run the compiled loop (`simulators/compiled_run.py`, equal results). `direct`:
+    zot decides in process on arrays (`simulators/direct_engine.py`: the engine's
+    learner and solver, no events; `engine` is then None).
     """
     if compiled and "zot" not in policies:
         # Baselines only: the same run, many epochs per Numba call (equal results, tested).
@@ -179,7 +182,10 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
     t0 = time.perf_counter()
     world = World(cfg, n_policies=len(policies))
     pop, radio = world.pop, world.radio
-    engine = EnginePolicy(cfg, radio.cell_ids, bus) if "zot" in policies else None
+    if direct and bus is not None:
+        raise ValueError("direct runs zot without a bus; drop one of them")
+    engine = EnginePolicy(cfg, radio.cell_ids, bus) if "zot" in policies and not direct else None
+    in_process = DirectEnginePolicy(cfg, pop, radio.cell_ids) if "zot" in policies and direct else None
     deciders = {p: (engine if p == "zot" else BaselinePolicy(p, cfg, pop, world.a_rate, world.d_rate))
                 for p in policies}
     outcomes = {p: Outcomes(pop.n, len(pop.segment_names), radio.n_cells, cfg.radio.prb_per_cell,
@@ -202,7 +208,9 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
             engine.publish_context(epoch, ts, pop, serving, ep.named)
         for p, name in enumerate(policies):
             se = se_all[p]
-            if name == "zot":
+            if name == "zot" and in_process is not None:
+                prb = in_process.allocate(epoch, serving, app, se, radio.prb_per_cell)
+            elif name == "zot":
                 prb, _ = engine.allocate(epoch, ts, pop, serving, app, se, radio.prb_per_cell, ep.named)
             else:
                 prb = deciders[name].allocate(serving, app, se, radio.prb_per_cell)
@@ -212,7 +220,9 @@ def run(cfg: Config, policies: list[str], bus: Bus | None = None, progress: Prog
             start_counts[name][0] += int(ep.in_window.sum())
             start_counts[name][1] += int((ep.in_window & got.at_adequate).sum())
             who, signal, rating = world.feedback(ep, got.rate)
-            if name == "zot" and who.size:
+            if name == "zot" and who.size and in_process is not None:
+                in_process.learn(who, app, world.qos_on_the_wire(who, app, got.rate), signal, rating)
+            elif name == "zot" and who.size:
                 engine.publish_feedback(epoch, ts, pop, who, app, world.qos_on_the_wire(who, app, got.rate),
                                         signal, rating, serving)
         if progress is not None:

@@ -13,11 +13,11 @@
    least 30% less bandwidth than universal fit; both shares and the saving are
    targets, reported as measured.
 3. The large scenario: 10,000 users in 57 cells (19 sites x 3 sectors), radio,
-   traffic, feedback and the four baseline policies for 1,000 epochs, timed.
-   The personalized policy is not in this run: in the simulator it goes through
-   the engine on the bus, event by event, which is the engine's cost, not the
-   simulator's (the issue's target is for the simulator without the engine).
-   Also through the compiled loop.
+   traffic, feedback and all five policies in lockstep for 1,000 epochs, timed.
+   zot decides in process without events (`simulators.direct_engine`: the
+   engine's learner and solver on arrays, tested equal to the engine on the
+   bus), as the issue's "without the engine" asks; the four baselines alone
+   through the compiled loop are timed beside it.
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ def zot_user_steps_per_s(users: int, stations: int, epochs: int, loop_epochs: in
         setup.append(time.perf_counter() - t0)
     dt = float(np.median(times))  # the median of 3, not the best: the peer is timed once
     short = _scenario(users, loop_epochs, cells)
-    simulate(_scenario(users, 2, cells), ["equal_share"])
+    simulate(_scenario(users, 2, cells), ["equal_share"], compiled=False)
     t0 = time.perf_counter()
-    ref = simulate(short, ["equal_share"])
+    ref = simulate(short, ["equal_share"], compiled=False)
     loop_dt = time.perf_counter() - t0
     same = summarize(ref) == summarize(run_compiled(short, ["equal_share"]))
     return {"stations": stations, "users": users, "steps": epochs, "seconds": dt, "seconds_all": times,
@@ -112,16 +112,23 @@ def zot_user_steps_per_s(users: int, stations: int, epochs: int, loop_epochs: in
                            "same_summary_as_compiled": same}}
 
 
-def large_run_seconds(users: int, epochs: int) -> dict[str, float]:
+def large_run_seconds(users: int, epochs: int) -> dict[str, Any]:
+    """All five policies in lockstep, zot in process (`direct`: the engine's learner and
+    solver without events); beside it, the four baselines alone through the compiled loop."""
     cells = load_config(ROOT / "configs" / "example.yaml").cells.model_copy(
         update={"hex": HexLayout(sites=19, isd_m=500.0, sectors=3)})
-    run_compiled(_scenario(users, 2, cells), BASELINES)  # compile and warm up
-    t0 = time.perf_counter()
-    c0 = time.process_time()
+    five = ["zot", *BASELINES]
+    simulate(_scenario(users, 2, cells), five, direct=True)  # compile and warm up
+    run_compiled(_scenario(users, 2, cells), BASELINES)
+    t0, c0 = time.perf_counter(), time.process_time()
+    simulate(_scenario(users, epochs, cells), five, direct=True)
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     run_compiled(_scenario(users, epochs, cells), BASELINES)
-    dt = time.perf_counter() - t0
-    return {"users": users, "cells": 57, "epochs": epochs, "policies": len(BASELINES), "seconds": dt,
-            "cpu_seconds": time.process_time() - c0, "ms_per_epoch": 1e3 * dt / epochs, "loop": "compiled"}
+    base_dt, base_cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"users": users, "cells": 57, "epochs": epochs, "policies": len(five), "seconds": dt,
+            "cpu_seconds": cpu, "ms_per_epoch": 1e3 * dt / epochs, "loop": "numpy, zot direct",
+            "baselines_compiled": {"policies": len(BASELINES), "seconds": base_dt, "cpu_seconds": base_cpu}}
 
 
 def case_study(quick: bool) -> dict[str, Any]:
@@ -155,7 +162,7 @@ def run(quick: bool = False) -> dict[str, Any]:
          "unit": "fraction"},
     ]
     if not quick:
-        targets.append({"name": "run_10000_users_57_cells_1000_epochs_baselines", "value": big["seconds"],
+        targets.append({"name": "run_10000_users_57_cells_1000_epochs_five_policies", "value": big["seconds"],
                         "op": "<=", "goal": 60.0, "unit": "s"})
     else:  # the smoke run is smaller: report its per-epoch time, not the 1,000-epoch target
         targets.append({"name": "smoke_large_run_ms_per_epoch", "value": big["ms_per_epoch"], "op": "<=",
@@ -164,4 +171,5 @@ def run(quick: bool = False) -> dict[str, Any]:
             "case_study": case,
             "note": "user-steps per second of wall time, set-up included, median of 3; zot runs one policy (equal "
                     "share) at mobile-env's size through the compiled loop (the NumPy loop beside it); the large "
-                    "run has the four baselines (the personalized policy runs through the engine)"}
+                    "run has all five policies in lockstep, zot in process without events (`direct`), and "
+                    "beside it the four baselines alone through the compiled loop"}

@@ -135,7 +135,7 @@ def test_neutral_weights_reproduce_the_engine_in_the_loop():
     # ... learning from the same feedback signals; the engine has not consumed the last
     # epoch's yet (it would at its next epoch), the environment learns them at once.
     assert res.engine.core.counters.feedback > 0
-    learned = int(env._world.zstate.n_signals.sum())
+    learned = int(env._world.learner.state.n_signals.sum())
     assert learned == res.engine.core.counters.feedback + infos[-1]["feedback_events"]
 
 
