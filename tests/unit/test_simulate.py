@@ -92,3 +92,18 @@ def test_policies_share_random_numbers(run_a, tmp_path):
     # Equal share hands out every PRB of a cell with users; universal fit only what its targets need.
     assert eq["prb_used"] >= both["policies"]["universal_fit"]["overall"]["prb_used"]
     assert both["comparison"]["frac_adequate_zot"] == alone["policies"]["zot"]["overall"]["frac_adequate"]
+
+
+def test_cli_direct_runs_zot_without_events(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    text = (ROOT / "configs" / "example.yaml").read_text()
+    cfg.write_text(text.replace("users: 300", "users: 40").replace("epochs: 60", "epochs: 5")
+                   .replace("hex: {sites: 7, isd_m: 500, sectors: 3}", "hex: {sites: 1, isd_m: 500, sectors: 3}"))
+    res = subprocess.run([sys.executable, "-m", "engine.cli", "simulate", str(cfg), "--direct", "--out",
+                          str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "zot" in summary["policies"] and "engine" not in summary  # decided in process, no bus
+    bad = subprocess.run([sys.executable, "-m", "engine.cli", "simulate", str(cfg), "--direct", "--kafka"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--direct" in bad.stderr
