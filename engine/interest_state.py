@@ -126,23 +126,22 @@ class EngineInterests:
         for e, h, v in zip(events, batch.hour.tolist(), visit.tolist()):
             if e.item_rate_mbps is not None:
                 self.item_rate[e.item_id] = e.item_rate_mbps
-            w = 1.0
             if not v:
                 continue
             p = self.partition_of(e.user_id)
             t = self.tables.setdefault(p, _empty_tables())
-            _add(t["hour"], str(h), e.app, w)
+            _add(t["hour"], str(h), e.app, 1.0)  # a visit counts once, whatever its action
             seg = segment_of.get(e.user_id)
             if seg is not None:
-                _add(t["seg"], seg, e.app, w)
+                _add(t["seg"], seg, e.app, 1.0)
             cell = e.cell_id if e.cell_id is not None else cell_of.get(e.user_id)
             if cell is not None:
-                _add(t["cell"], cell, e.app, w)
+                _add(t["cell"], cell, e.app, 1.0)
             self.dirty_tables.add(p)
             self._tables_stale = True
         return list(dict.fromkeys(e.user_id for e in events))
 
-    def _install_tables(self) -> None:
+    def install_tables(self) -> None:
         """Sum the partitions' tables (partition order: the same on every worker) into the model."""
         if not self._tables_stale:
             return
@@ -177,7 +176,7 @@ class EngineInterests:
     def next_app_probabilities(self, users: Sequence[str], ts: float, cells: Sequence[str | None],
                                segments: Sequence[str | None]) -> tuple[np.ndarray, list[str]]:
         """(B, n_apps) P(next app | interests, hour of day, cell; segment prior) and the app names."""
-        self._install_tables()
+        self.install_tables()
         return ops.next_app_probabilities(self.state, users, ts, cells=cells, segments=segments)
 
     def next_apps(self, users: Sequence[str], ts: float, cells: Sequence[str | None],
@@ -200,7 +199,7 @@ class EngineInterests:
 
     def profiles(self, users: Sequence[str], ts: float, zot: Mapping[str, list[schemas.ZotEstimate]],
                  cell_of: Mapping[str, str]) -> list[schemas.ProfileUpdate]:
-        self._install_tables()
+        self.install_tables()
         return ops.profile_updates(self.state, users, ts, zot=zot, cells=[cell_of.get(u) for u in users])
 
     # ------------------------------------------------------------ changelog

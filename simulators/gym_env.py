@@ -402,7 +402,8 @@ class _World:
                                  cfg.radio.prb_per_cell, cfg.simulation.epoch_s, cfg.pricing.prb_hour)
         # The engine's learner, from the operator's prior (the config), never from the drawn users.
         self.learner = DirectEnginePolicy(cfg, self.pop, self.radio.cell_ids)
-        self._segment_app = [max(s.app_mix, key=s.app_mix.__getitem__) for s in cfg.population.segments]
+        self._segment_app = np.array([self.pop.apps.index(max(s.app_mix, key=s.app_mix.__getitem__))
+                                      for s in cfg.population.segments])
         self.epoch = 0
 
     def advance(self) -> None:
@@ -428,16 +429,15 @@ class _World:
         """The learner's zone of every user in session for its current app (cold start: the prior)."""
         pop = self.pop
         users = self.order
-        ids = [pop.user_ids[u] for u in users]
         # Not yet classified: the segment's most likely app (the network knows no better).
         named = self.now.named[users]
-        apps = [pop.apps[a] if a >= 0 else self._segment_app[s] for a, s in zip(named, pop.segment[users])]
-        segs = [pop.segment_names[s] for s in pop.segment[users]]
+        app = np.where(named >= 0, named, self._segment_app[pop.segment[users]])
         if self.learn:
-            rows = zot.ensure_slots(self.learner.state, ids, apps, segs)
-            self.estimates = zot.estimates(self.learner.state, rows)
+            self.estimates = zot.estimates(self.learner.state, self.learner.rows(users, app))
         else:
-            self.estimates = zot.estimates_for_keys(self.learner.state, ids, apps, segs)
+            self.estimates = zot.estimates_for_keys(
+                self.learner.state, [pop.user_ids[u] for u in users], [pop.apps[a] for a in app],
+                [pop.segment_names[s] for s in pop.segment[users]])
         self.est_pos = np.full(pop.n, -1, dtype=np.int64)
         self.est_pos[users] = np.arange(users.size)
 

@@ -38,7 +38,7 @@ from simulators.direct_engine import DirectEnginePolicy
 from simulators.outcomes import Outcomes
 from simulators.policies import BaselinePolicy
 from simulators.population import Population
-from simulators.world import Streams, World, zones_in_rate  # noqa: F401  (Streams, zones_in_rate: re-exported)
+from simulators.world import World
 
 ProgressFn = Callable[[int], None]
 
@@ -256,7 +256,7 @@ class _NextAppTracker:
             self.hits["engine"] += int(sum(g == self.pop.apps[t] for g, t in zip(guess, truth)))
             self.hits["oracle"] += int((np.argmax(choice[started], axis=1) == truth).sum())
             last = self.last[started]
-            self.hits["last_app"] += int(np.where(last >= 0, last, self.segment_top[started]).__eq__(truth).sum())
+            self.hits["last_app"] += int((np.where(last >= 0, last, self.segment_top[started]) == truth).sum())
             self.hits["segment_prior"] += int((self.segment_top[started] == truth).sum())
             self.n += started.size
         running = app >= 0

@@ -29,7 +29,8 @@ import yaml
 from engine import metrics
 from engine.bus import InProcessBus
 from operators import satisfaction as zot
-from simulators.loop import RunResult, zones_in_rate
+from simulators.loop import RunResult
+from simulators.world import zones_in_rate
 from simulators.population import truth_table
 
 SUMMARY_VERSION = 1

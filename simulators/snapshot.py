@@ -16,7 +16,7 @@ from engine.config import Config
 from engine.runner import EngineCore
 from operators import satisfaction as zot
 from optimizer.problem import EpochProblem
-from simulators.loop import Streams
+from simulators.world import Streams
 from simulators.policies import by_cell
 from simulators.population import draw_population
 from simulators.radio import RadioNetwork

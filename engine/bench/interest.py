@@ -392,7 +392,7 @@ def simulator_in_the_loop(quick: bool = False, config_path: str | None = None, d
             it, pop = res.engine.core.interests, res.population
             idx = np.array([it.state.catalog.users.get(u) for u in pop.user_ids])
             seg = np.array([it.state.catalog.segments.get(pop.segment_names[s]) for s in pop.segment])
-            it.next_apps([], 0.0, [], [])  # installs the population tables
+            it.install_tables()
             ts = np.full(pop.n, epochs * base.simulation.epoch_s)
             learned = it.state.apps.predict(InterestQuery(idx, ts, seg)).long
             prior = it.state.apps.predict(InterestQuery(np.full(pop.n, -1), ts, seg)).long
