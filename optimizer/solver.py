@@ -524,7 +524,8 @@ def _wf_cell(mc, ikc, lo, hi, n_prb: float, x, tmp) -> float:
         t = 0.5 * (a + b)
     g_a = -math.inf
     g_b = math.inf
-    for _ in range(_MAX_IT):
+    width = b - a  # the bracket at the last progress check
+    for it in range(_MAX_IT):
         s, ds = _wf_eval(t, mc, ikc, lo, hi, x)
         g = s - n_prb
         if abs(g) <= tol:
@@ -543,6 +544,12 @@ def _wf_cell(mc, ikc, lo, hi, n_prb: float, x, tmp) -> float:
             tn = a + (b - a) * g_a / (g_a - g_b) if (g_a > -math.inf and g_b < math.inf) else math.nan
             if not (a < tn < b):
                 tn = 0.5 * (a + b)
+        if it % 4 == 3:
+            # sum x(L) is neither convex nor concave (users enter, then saturate): Newton
+            # can cycle between two pieces. Bisect when four steps did not halve the bracket.
+            if b - a > 0.5 * width:
+                tn = 0.5 * (a + b)
+            width = b - a
         t = tn
     s_b, _ = _wf_eval(b, mc, ikc, lo, hi, tmp)
     s_a, _ = _wf_eval(a, mc, ikc, lo, hi, x)

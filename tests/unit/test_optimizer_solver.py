@@ -367,3 +367,18 @@ def test_batched_epoch_is_deterministic_and_warm_starts_agree() -> None:
         x, mu = weighted_sum_continuous_numpy(c.c, c.k, c.m, c.weight, c.lo_prb, c.hi_prb, c.n_prb, 0.01)
         np.testing.assert_allclose(r1.cell(i).x, x, rtol=0, atol=1e-8)
         assert r1.dual[i] == pytest.approx(mu, rel=1e-9)
+
+
+def test_waterfill_converges_where_newton_cycles() -> None:
+    """Found by hypothesis: two near-step users (A almost D) and two clipped at 0; plain
+    Newton-secant cycled between pieces of sum x(L) and ran out of iterations."""
+    p = CellProblem(n_prb=39, prb_bw_hz=360000.0,
+                    se=np.array([1.54739578e-02, 4.61468399e+01, 0.0, 1.11614752e-02, 3.18454104e-01]),
+                    adequate=np.array([16.43793715, 8.87437886, 14.32454887, 17.07701328, 1.61242126]),
+                    desired=np.array([16.4387369, 8.8745792, 37.09831772, 17.11773397, 2.47959738]),
+                    weight=np.array([0.34636957, 1.67632847, 0.46241668, 2.64451342, 2.39530863]), eps=0.1)
+    x, level = waterfill_continuous(p.c, p.k, p.m, p.lo_prb, p.hi_prb, p.n_prb)
+    x_ref, level_ref = waterfill_continuous_numpy(p.c, p.k, p.m, p.lo_prb, p.hi_prb, p.n_prb)
+    np.testing.assert_allclose(x, x_ref, rtol=1e-9, atol=1e-9)
+    z = p.k * (p.c * x - p.m)
+    assert z[0] == pytest.approx(z[1], rel=1e-9) == pytest.approx(level_ref, rel=1e-9)
