@@ -18,12 +18,16 @@ from engine import topics as registry
 
 @dataclass(frozen=True)
 class Message:
+    """One consumed record. The engine reads only these attributes, so a Kafka
+    client's own record (aiokafka's or kafka-python's ConsumerRecord, same names)
+    is used as is on the hot path, without a copy."""
+
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes
-    timestamp_ms: int
+    timestamp: int  # ms since the Unix epoch, as Kafka records carry it
 
 
 class Bus(Protocol):

@@ -323,6 +323,12 @@ class Engine(_Section):
     epoch_trigger: Literal["kpi", "timer"] = "kpi"
     epoch_s: PosFloat = 1.0
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    profile_interval_s: Annotated[float, Field(ge=0.0, le=3600.0, allow_inf_nan=False)] = Field(
+        default=1.0, description="A Kafka worker publishes a user's changed profile this long after the "
+                                 "change that first marked it, with everything learned meanwhile: at most "
+                                 "one profile per user per interval, in transactions of their own (0: one "
+                                 "per touched user in every batch). The embedded runner publishes once per "
+                                 "step.")
 
 
 class Simulation(_Section):

@@ -197,10 +197,11 @@ class EngineInterests:
                                    user_rate=user_rate, margin=ic.margin)
         return [r for r in recs if r.items]  # early on a user may have seen the whole catalog so far
 
-    def profiles(self, users: Sequence[str], ts: float, zot: Mapping[str, list[schemas.ZotEstimate]],
-                 cell_of: Mapping[str, str]) -> list[schemas.ProfileUpdate]:
+    def profile_records(self, users: Sequence[str], ts: float, zot: Mapping[str, list[dict[str, Any]]],
+                        cell_of: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Profile events as wire dicts (operators.interests.profile_records)."""
         self.install_tables()
-        return ops.profile_updates(self.state, users, ts, zot=zot, cells=[cell_of.get(u) for u in users])
+        return ops.profile_records(self.state, users, ts, zot=zot, cells=[cell_of.get(u) for u in users])
 
     # ------------------------------------------------------------ changelog
 

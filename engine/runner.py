@@ -23,15 +23,17 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pydantic_core
 
 from engine import schemas
+from engine.schemas import SIGNAL_CODES
 from engine import topics as registry
 from engine.bus import Bus, Message
 from engine.config import Config
 from engine.interest_state import EngineInterests
 from operators import satisfaction as zot
 from operators.epoch import build_problem, gather_kpis
-from operators.parse import dead_letter, parse_batch
+from operators.parse import FeedbackColumns, dead_letter, parse_batch
 from optimizer import qos as qosmap
 from optimizer.solver import solve_epoch
 
@@ -127,6 +129,11 @@ class EngineCore:
     # epoch_trigger "timer": KPI reports wait here (latest per cell) until tick().
     pending: dict[str, schemas.CellKpi] = field(default_factory=dict)
     dirty_cells: set[str] = field(default_factory=set)
+    # defer_profiles (a Kafka worker with engine.profile_interval_s > 0): users whose
+    # profile changed and is not yet published, with when (time.monotonic()) they
+    # were first marked, oldest first, until flush_profiles().
+    defer_profiles: bool = False
+    profile_pending: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.state = zot.new_state(app_specs(self.cfg), population_priors(self.cfg))
@@ -156,7 +163,7 @@ class EngineCore:
         if self.interests is not None:
             self.interests.dirty_tables.clear()
 
-    _SAVED = ("segment_of", "app_of", "cell_of", "app_named", "dirty", "pending", "dirty_cells")
+    _SAVED = ("segment_of", "app_of", "cell_of", "app_named", "dirty", "pending", "dirty_cells", "profile_pending")
 
     def save_point(self) -> tuple:
         """A copy of all mutable state, to undo a message whose processing raised."""
@@ -189,12 +196,7 @@ class EngineCore:
                 self.app_named.discard(ctx.user_id)
         profile_users: list[str] = []
         if parsed.feedback:
-            # The messages the valid feedback events came from, in the same order
-            # (parse_batch keeps order; every other feedback message was dead-lettered).
-            fb_topic = self.topic(registry.FEEDBACK)
-            dead_at = {(d.source_topic, d.partition, d.offset) for d in parsed.dead}
-            sources = [m for m in messages if m.topic == fb_topic and (m.topic, m.partition, m.offset) not in dead_at]
-            dead, touched = self._learn(parsed.feedback, sources)
+            dead, touched = self._learn(parsed.feedback, messages)
             out.extend(dead)
             profile_users.extend(touched)
         if parsed.interaction and self.interests is not None:
@@ -203,8 +205,14 @@ class EngineCore:
             out.extend(Output(registry.RECOMMENDATIONS, r.user_id.encode(), schemas.encode(r))
                        for r in self.interests.recommendations(touched, now))
             profile_users.extend(touched)
-        # One profile per user per batch, whatever changed it (feedback, interactions).
-        out.extend(self._profiles(list(dict.fromkeys(profile_users)), now))
+        # One profile per user per batch, whatever changed it (feedback, interactions);
+        # or, deferred, one per user per flush.
+        if self.defer_profiles:
+            marked, pending = time.monotonic(), self.profile_pending
+            for u in profile_users:
+                pending.setdefault(u, marked)  # a pending user keeps its place (and its age)
+        else:
+            out.extend(self._profiles(list(dict.fromkeys(profile_users)), now))
         t2 = time.perf_counter()
         self.counters.learn_s += t2 - t1
         if parsed.kpi and self.cfg.engine.epoch_trigger == "timer":
@@ -244,42 +252,67 @@ class EngineCore:
 
     # -- feedback -> posteriors -> profile updates
 
-    def _learn(self, events: list[schemas.Feedback], messages: list[Message]) -> tuple[list[Output], list[str]]:
+    def _learn(self, fb: FeedbackColumns, messages: list[Message]) -> tuple[list[Output], list[str]]:
         """Feedback into the posteriors; the dead letters of rejected rows and the users touched."""
-        batch, rejects = zot.batch_from_feedback(self.state, events, segment_of=self.segment_of)
-        assert len(messages) == len(events), "one source message per feedback event"
+        users = fb.column("user_id")
+        codes = SIGNAL_CODES
+        batch, rejects = zot.batch_from_columns(
+            self.state, users, fb.column("app"), [codes[s] for s in fb.column("signal")], fb.column("qos"),
+            fb.ratings(), segment_of=self.segment_of)
         out = [
-            Output(registry.DEAD_LETTERS, None, schemas.encode(dead_letter(messages[int(i)], reason)))
+            Output(registry.DEAD_LETTERS, None, schemas.encode(dead_letter(messages[fb.index[int(i)]], reason)))
             for i, reason in zip(rejects.index, rejects.reason)
         ]
         self.state, late = zot.update(self.state, batch, self.params, inplace=True)
-        assert len(late) == 0, "batch_from_feedback must reject every row update() would"
+        assert len(late) == 0, "batch_from_columns must reject every row update() would"
         self.counters.feedback += len(batch)
-        rejected = set(rejects.index.tolist())
-        touched = sorted({e.user_id for i, e in enumerate(events) if i not in rejected})
+        if len(rejects.index):
+            rejected = set(rejects.index.tolist())
+            users = [u for i, u in enumerate(users) if i not in rejected]
+        touched = sorted(set(users))
         self.dirty.update(touched)
         return out, touched
 
+    def flush_profiles(self, now: float | None = None, marked_before: float | None = None) -> list[Output]:
+        """The profiles of the users whose profile is pending (deferred), now: all of
+        them, or those first marked before `marked_before` (time.monotonic()). They
+        are no longer pending, and their persisted state changed (`dirty`)."""
+        now = time.time() if now is None else now
+        pending = self.profile_pending
+        if marked_before is None:
+            users = list(pending)
+        else:  # marks are in insertion order: the due users are a prefix
+            users = list(itertools.takewhile(lambda u: pending[u] <= marked_before, pending))
+        for u in users:
+            del pending[u]
+        self.dirty.update(users)
+        return self._profiles(users, now)
+
     def _profiles(self, users: list[str], now: float) -> list[Output]:
+        """One profile per user, serialized straight from wire dicts (no event objects:
+        this runs once per touched user per batch; tests/unit/test_engine_core.py
+        checks the bytes equal the ProfileUpdate model's encoding)."""
         if not users:
             return []
-        wanted = set(users)
-        keys = [(u, a, r) for (u, a), r in self.state.keys.items() if u in wanted]
-        rows = np.array([r for _, _, r in keys], dtype=np.int64)
-        est = zot.estimates(self.state, rows)
-        per_user: dict[str, list[schemas.ZotEstimate]] = {}
-        for i, (u, a, _) in enumerate(keys):
-            per_user.setdefault(u, []).append(schemas.ZotEstimate(
-                app=a, adequate=float(est.a_metric[i]), adequate_sd=float(est.a_metric_sd[i]),
-                desired=float(est.d_metric[i]), desired_sd=float(est.d_metric_sd[i]), n_signals=int(est.n_signals[i]),
-            ))
+        keys = self.state.keys
+        apps = [spec.name for spec in self.state.apps]
+        slots = [(u, a, r) for u in users for a in apps if (r := keys.get((u, a))) is not None]
+        est = zot.estimates(self.state, np.array([r for _, _, r in slots], dtype=np.int64))
+        per_user: dict[str, list[dict]] = {}
+        for (u, a, _), am, asd, dm, dsd, n in zip(slots, est.a_metric.tolist(), est.a_metric_sd.tolist(),
+                                                  est.d_metric.tolist(), est.d_metric_sd.tolist(),
+                                                  est.n_signals.tolist()):
+            per_user.setdefault(u, []).append(
+                {"app": a, "adequate": am, "adequate_sd": asd, "desired": dm, "desired_sd": dsd, "n_signals": n})
         if self.interests is not None:
             # The full profile each time: the topic is compacted, the last record per user stays.
-            events = self.interests.profiles(users, now, per_user, self.cell_of)
+            records = self.interests.profile_records(users, now, per_user, self.cell_of)
         else:
-            events = [schemas.ProfileUpdate(event_id=f"profile-{u}-{int(now * 1000)}", ts=now, user_id=u,
-                                            zot=per_user.get(u, [])) for u in users]
-        return [Output(registry.PROFILES, ev.user_id.encode(), schemas.encode(ev)) for ev in events]
+            now = float(now)
+            records = [{"v": 1, "event_id": f"profile-{u}-{int(now * 1000)}", "ts": now, "type": "profile",
+                        "user_id": u, "zot": per_user.get(u, []), "interests": []} for u in users]
+        to_json, topic = pydantic_core.to_json, registry.PROFILES
+        return [Output(topic, rec["user_id"].encode(), to_json(rec)) for rec in records]
 
     # -- KPI -> epoch -> decisions
 

@@ -1,7 +1,8 @@
 """The engine's durable state: a compacted changelog topic of per-user records and input offsets.
 
-One record per user (key `u:<user_id>`): its segment, foreground app and the
-posterior rows of each of its (user, app) slots, exactly as `EngineCore` holds them
+One record per user (key `u:<user_id>`): its segment, foreground app, the
+posterior rows of each of its (user, app) slots and whether its profile awaits
+publication (deferred profiles), exactly as `EngineCore` holds them
 (floats round-trip exactly through JSON's shortest repr). One record per cell with a
 KPI report waiting for the timer trigger (key `k:<cell_id>`). One record per input
 partition (key `o:<topic>:<partition>`): the next input offset whose effect is in
@@ -16,9 +17,11 @@ not the history.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+import time
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pydantic_core
 
 from engine import schemas
 from engine.config import Kafka
@@ -59,20 +62,37 @@ def ensure_changelog(options: dict[str, Any], kafka: Kafka) -> str:
     return name
 
 
+def user_records(core: EngineCore, users: Sequence[str]) -> list[bytes]:
+    """The persisted state of each user, in order (one record per touched user per
+    batch: the posterior rows are gathered for all of them at once)."""
+    st = core.state
+    keys = st.keys
+    names = [spec.name for spec in st.apps]
+    slots = [[(a, r) for a in names if (r := keys.get((u, a))) is not None] for u in users]
+    rows = np.array([r for us in slots for _, r in us], dtype=np.int64)
+    mu, cov = st.mu[rows].tolist(), st.cov[rows].reshape(-1, 4).tolist()
+    n, group = st.n_signals[rows].tolist(), st.group[rows].tolist()
+    seg, app, cell, named = core.segment_of, core.app_of, core.cell_of, core.app_named
+    pending = core.profile_pending
+    it = core.interests
+    out = []
+    j = 0
+    for u, us in zip(users, slots):
+        rec_slots = []
+        for a, _ in us:
+            rec_slots.append([a, mu[j], cov[j], n[j], group[j]])
+            j += 1
+        rec = {"s": seg.get(u), "a": app.get(u), "slots": rec_slots, "c": cell.get(u), "n": u in named,
+               "i": None if it is None else it.user_record(u), "p": u in pending}
+        # pydantic-core's serializer: ~5x json.dumps, the same compact JSON; floats in their
+        # shortest round-trip form, so json.loads gives back the same doubles.
+        out.append(pydantic_core.to_json(rec))
+    return out
+
+
 def user_record(core: EngineCore, user: str) -> bytes:
     """The persisted state of one user."""
-    st = core.state
-    slots = []
-    for spec in st.apps:
-        r = st.keys.get((user, spec.name))
-        if r is None:
-            continue
-        slots.append([spec.name, st.mu[r].tolist(), st.cov[r].ravel().tolist(), int(st.n_signals[r]),
-                      int(st.group[r])])
-    rec = {"s": core.segment_of.get(user), "a": core.app_of.get(user), "slots": slots,
-           "c": core.cell_of.get(user), "n": user in core.app_named,
-           "i": None if core.interests is None else core.interests.user_record(user)}
-    return json.dumps(rec, separators=(",", ":")).encode()
+    return user_records(core, [user])[0]
 
 
 def apply_user_record(core: EngineCore, user: str, value: bytes) -> None:
@@ -87,6 +107,10 @@ def apply_user_record(core: EngineCore, user: str, value: bytes) -> None:
         core.app_named.add(user)
     else:
         core.app_named.discard(user)
+    if rec.get("p"):  # a profile not yet published (deferred): the next flush publishes it
+        core.profile_pending.setdefault(user, time.monotonic())
+    else:
+        core.profile_pending.pop(user, None)
     if core.interests is not None:
         core.interests.apply_user_record(user, rec.get("i"))
     st = core.state

@@ -29,7 +29,7 @@ from engine.models.cooccurrence import ItemCooccurrence, SequenceQuery
 from engine.models.interest_net import InterestNet
 from engine.models.popularity import DecayedPopularity, PopularityQuery
 from engine.models.user_interests import InterestQuery, UserInterests
-from engine.schemas import Action, Interaction, Interest, ProfileUpdate, Recommendation, RecommendedItem, ZotEstimate
+from engine.schemas import Action, Interaction, ProfileUpdate, Recommendation, RecommendedItem, ZotEstimate
 
 # How much each action says the user is interested in the item. A skip is not
 # interest: it neither counts nor enters the user's sequence.
@@ -351,8 +351,9 @@ def next_app_probabilities(
 
 
 def profile_interests(state: InterestState, user_ids: Sequence[str], ts: float,
-                      per_horizon: int = 3) -> list[list[Interest]]:
-    """Each user's top apps by long- and short-term interest, as profile entries."""
+                      per_horizon: int = 3) -> list[list[dict[str, Any]]]:
+    """Each user's top apps by long- and short-term interest, as profile entries
+    (wire dicts of `Interest`: key, weight, horizon)."""
     cat = state.catalog
     users = np.array([cat.users.get(u) for u in user_ids], dtype=np.int64)
     if len(cat.apps) == 0:
@@ -360,10 +361,35 @@ def profile_interests(state: InterestState, user_ids: Sequence[str], ts: float,
     it = state.apps.predict(InterestQuery(users, np.full(len(users), float(ts))))
     ids = cat.apps.ids
     ranked = [(horizon, *top_k(dist, per_horizon)) for horizon, dist in (("long", it.long), ("short", it.short))]
-    # Built without re-validation: keys are catalog ids, weights probabilities (hot: once per user per batch).
-    make = Interest.model_construct
-    return [[make(key=ids[i], weight=v, horizon=h) for h, idx, w in ranked
+    return [[{"key": ids[i], "weight": v, "horizon": h} for h, idx, w in ranked
              for i, v in zip(idx[r].tolist(), w[r].tolist())] for r in range(len(users))]
+
+
+def profile_records(
+    state: InterestState,
+    user_ids: Sequence[str],
+    ts: float,
+    zot: Mapping[str, list[dict[str, Any]]] | None = None,
+    cells: Sequence[str | None] | None = None,
+    per_horizon: int = 3,
+) -> list[dict[str, Any]]:
+    """Profile events as wire dicts (the `ProfileUpdate` fields in order, None left out):
+    interests, the most likely next app, and the ZoT estimates given (wire dicts of
+    `ZotEstimate`). The engine serializes these directly, once per touched user per
+    batch; `profile_updates` validates them into events."""
+    zot = zot or {}
+    interests = profile_interests(state, user_ids, ts, per_horizon)
+    p, apps = next_app_probabilities(state, user_ids, ts, cells)
+    best = np.argmax(p, axis=1).tolist() if len(apps) else [None] * len(user_ids)
+    ts = float(ts)
+    out = []
+    for r, uid in enumerate(user_ids):
+        rec = {"v": 1, "event_id": _event_id("profile", uid, ts), "ts": ts, "type": "profile", "user_id": uid,
+               "zot": zot.get(uid, []), "interests": interests[r]}
+        if best[r] is not None:
+            rec["next_app"] = apps[best[r]]
+        out.append(rec)
+    return out
 
 
 def profile_updates(
@@ -375,14 +401,6 @@ def profile_updates(
     per_horizon: int = 3,
 ) -> list[ProfileUpdate]:
     """Profile events: interests, the most likely next app, and the ZoT estimates given."""
-    zot = zot or {}
-    interests = profile_interests(state, user_ids, ts, per_horizon)
-    p, apps = next_app_probabilities(state, user_ids, ts, cells)
-    out = []
-    for r, uid in enumerate(user_ids):
-        nxt = apps[int(np.argmax(p[r]))] if len(apps) else None
-        # Parts already validated (ids from validated events, estimates and interests built
-        # above): construct without validating again, once per user per batch.
-        out.append(ProfileUpdate.model_construct(event_id=_event_id("profile", uid, ts), ts=float(ts), user_id=uid,
-                                                 zot=list(zot.get(uid, [])), interests=interests[r], next_app=nxt))
-    return out
+    given = {u: [e.model_dump() for e in ests] for u, ests in (zot or {}).items()}
+    return [ProfileUpdate.model_validate(rec)
+            for rec in profile_records(state, user_ids, ts, given, cells, per_horizon)]

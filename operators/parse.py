@@ -9,16 +9,50 @@ either as an event or as a dead letter carrying its original bytes.
 from __future__ import annotations
 
 import base64
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from engine import schemas
 from engine.bus import Message
 
 
+class FeedbackColumns:
+    """The valid feedback events of a batch, in arrival order, as field dicts
+    (`schemas.FeedbackFields`) and the position of each one's source message.
+
+    Feedback is the bulk of the input: the learner reads it by column
+    (`operators.satisfaction.batch_from_columns`) and never needs an event object.
+    Iterating yields `schemas.Feedback` events (for tests and tools, not the hot path).
+    """
+
+    def __init__(self) -> None:
+        self.fields: list[dict] = []
+        self.index: list[int] = []
+
+    def add(self, index: int, fields: dict) -> None:
+        self.index.append(index)
+        self.fields.append(fields)
+
+    def column(self, name: str) -> list:
+        return [d[name] for d in self.fields]
+
+    def ratings(self) -> list[int]:
+        """0 where there is no rating (the batch layout's convention)."""
+        return [d.get("rating") or 0 for d in self.fields]
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __bool__(self) -> bool:
+        return bool(self.fields)
+
+    def __iter__(self) -> Iterator[schemas.Feedback]:
+        return (schemas.Feedback.model_construct(**d) for d in self.fields)
+
+
 @dataclass
 class Parsed:
-    feedback: list[schemas.Feedback] = field(default_factory=list)
+    feedback: FeedbackColumns = field(default_factory=FeedbackColumns)
     context: list[schemas.Context] = field(default_factory=list)
     kpi: list[schemas.CellKpi] = field(default_factory=list)
     interaction: list[schemas.Interaction] = field(default_factory=list)
@@ -31,7 +65,7 @@ class Parsed:
 
 def dead_letter(msg: Message, reason: str) -> schemas.DeadLetter:
     return schemas.DeadLetter(
-        ts=msg.timestamp_ms / 1000.0,
+        ts=msg.timestamp / 1000.0,
         reason=reason,
         source_topic=msg.topic,
         partition=msg.partition,
@@ -68,11 +102,12 @@ def parse_batch(
     `cells=None` accepts any cell id.
     """
     out = Parsed()
-    buckets = {"feedback": out.feedback, "context": out.context, "kpi": out.kpi, "interaction": out.interaction}
+    buckets = {"context": out.context, "kpi": out.kpi, "interaction": out.interaction}
     expects = {topic: schemas.INPUT_TYPES.get(kind) for topic, kind in topic_types.items()}
     decode, DecodeError, Feedback = schemas.decode, schemas.DecodeError, schemas.Feedback
+    fast = schemas.decode_feedback_fields
     feedback, dead = out.feedback, out.dead
-    for msg in messages:
+    for i, msg in enumerate(messages):
         expect = expects.get(msg.topic)
         if expect is None:
             dead.append(dead_letter(msg, f"topic {msg.topic!r} carries no input events"))
@@ -80,20 +115,25 @@ def parse_batch(
         if msg.value is None:  # a tombstone (kcat -Z, a compacting producer): no event to read
             dead.append(dead_letter(msg, "null value: no event"))
             continue
+        if expect is Feedback:
+            # The bulk of the stream: fields validated without a model object, app and
+            # cell checked inline; anything else takes the general path, which decides
+            # and words the reason.
+            d = fast(msg.value)
+            if d is not None and d["app"] in apps and (cells is None or d["cell_id"] in cells):
+                feedback.add(i, d)
+                continue
         try:
             ev = decode(msg.value, expect)
         except DecodeError as exc:
             dead.append(dead_letter(msg, exc.reason))
             continue
-        if expect is Feedback:
-            # The bulk of the stream: check its app and cell inline; the general
-            # check below only runs to word the reason.
-            if ev.app in apps and (cells is None or ev.cell_id in cells):  # type: ignore[attr-defined]
-                feedback.append(ev)  # type: ignore[arg-type]
-                continue
         problem = _semantic_error(ev, apps, cells)
         if problem is not None:
             dead.append(dead_letter(msg, problem))
             continue
-        buckets[ev.type].append(ev)  # type: ignore[union-attr]
+        if isinstance(ev, Feedback):
+            feedback.add(i, ev.model_dump(exclude_none=True))
+        else:
+            buckets[ev.type].append(ev)  # type: ignore[union-attr]
     return out

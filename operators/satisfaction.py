@@ -548,44 +548,69 @@ def update_reference(
 # ------------------------------------------------------------------ events -> batch
 
 
+def batch_from_columns(
+    state: ZotState,
+    user_ids: Sequence[str],
+    apps: Sequence[str],
+    signals: Sequence[int],
+    qos: Sequence[float] | np.ndarray,
+    ratings: Sequence[int] | None = None,
+    segment_of: Mapping[str, str] | None = None,
+    context_of: Mapping[str, str] | None = None,
+) -> tuple[Batch, Rejects]:
+    """Feedback given by column (signal codes, ratings 0 for none) as a batch: the
+    metric value becomes the rate (Mbps) via the app's metric map, one vectorized
+    call per app; slots are created for new (user, app) pairs of acceptable events
+    only. Rejects index into the columns; a row is rejected for the first of: an
+    unknown app, a qos that is not finite and >= 0, a qos no rate reaches."""
+    n = len(user_ids)
+    index = state.app_index
+    app_i = np.fromiter((index.get(a, -1) for a in apps), dtype=np.int64, count=n)
+    q = np.asarray(qos, dtype=np.float64)
+    known = app_i >= 0
+    q_ok = np.isfinite(q) & (q >= 0)
+    rate = np.full(n, np.nan)
+    for a in np.unique(app_i[known & q_ok]).tolist():
+        spec = state.apps[a]
+        m = (app_i == a) & q_ok
+        rate[m] = qosmap.rate_for_qos(spec.metric, q[m], **dict(spec.params))
+    keep = known & q_ok & np.isfinite(rate)
+    bad = np.flatnonzero(~keep)
+    reasons = []
+    for i in bad.tolist():
+        if not known[i]:
+            reasons.append(f"unknown app {apps[i]!r}")
+        elif not q_ok[i]:
+            reasons.append("qos must be finite and >= 0")
+        else:
+            spec = state.apps[int(app_i[i])]
+            reasons.append(f"{spec.metric}={float(q[i])} is unreachable at any rate for app {apps[i]!r}")
+    if len(bad):
+        kept = np.flatnonzero(keep).tolist()
+        users = [user_ids[i] for i in kept]
+        app_names = [apps[i] for i in kept]
+    else:
+        users, app_names = list(user_ids), list(apps)
+    seg = [segment_of.get(u) for u in users] if segment_of else [None] * len(users)
+    ctx = [context_of.get(u) for u in users] if context_of else [None] * len(users)
+    rows = ensure_slots(state, users, app_names, seg, ctx)
+    sig = np.asarray(signals, dtype=np.int8)
+    rat = np.zeros(n, dtype=np.int8) if ratings is None else np.asarray(ratings, dtype=np.int8)
+    batch = Batch.of(rows, app_i[keep], sig[keep], rate[keep], rat[keep])
+    return batch, Rejects(bad.astype(np.int64), reasons)
+
+
 def batch_from_feedback(
     state: ZotState,
     events: Sequence[Feedback],
     segment_of: Mapping[str, str] | None = None,
     context_of: Mapping[str, str] | None = None,
 ) -> tuple[Batch, Rejects]:
-    """Turn validated `Feedback` events into a batch: the metric value becomes the
-    rate (Mbps) via the app's metric map, slots are created for new (user, app)
-    pairs of acceptable events only. Rejects index into `events`."""
-    index = state.app_index
-    bad_i: list[int] = []
-    bad_r: list[str] = []
-    keep: list[int] = []
-    rates: list[float] = []
-    for i, ev in enumerate(events):
-        a = index.get(ev.app)
-        if a is None:
-            bad_i.append(i), bad_r.append(f"unknown app {ev.app!r}")
-            continue
-        spec = state.apps[a]
-        if not math.isfinite(ev.qos) or ev.qos < 0:
-            bad_i.append(i), bad_r.append("qos must be finite and >= 0")
-            continue
-        rate = float(qosmap.rate_for_qos(spec.metric, ev.qos, **dict(spec.params)))
-        if not math.isfinite(rate):
-            bad_i.append(i), bad_r.append(f"{spec.metric}={ev.qos} is unreachable at any rate for app {ev.app!r}")
-            continue
-        keep.append(i)
-        rates.append(rate)
-    evs = [events[i] for i in keep]
-    seg = [segment_of.get(e.user_id) if segment_of else None for e in evs]
-    ctx = [context_of.get(e.user_id) if context_of else None for e in evs]
-    rows = ensure_slots(state, [e.user_id for e in evs], [e.app for e in evs], seg, ctx)
-    batch = Batch.of(
-        rows, [index[e.app] for e in evs], [SIGNAL_CODES[e.signal] for e in evs], rates,
-        [e.rating or 0 for e in evs],
+    """`batch_from_columns` for validated `Feedback` events; rejects index into `events`."""
+    return batch_from_columns(
+        state, [e.user_id for e in events], [e.app for e in events], [SIGNAL_CODES[e.signal] for e in events],
+        [e.qos for e in events], [e.rating or 0 for e in events], segment_of, context_of,
     )
-    return batch, Rejects(np.asarray(bad_i, dtype=np.int64), bad_r)
 
 
 # ------------------------------------------------------------------ estimates
@@ -786,6 +811,6 @@ __all__ = [
     "N_SIGNALS", "RATING_CODE", "N_CATS", "WILDCARD", "categories", "SignalModel", "DEFAULT_SIGNAL_MODEL",
     "UpdateParams", "AppSpec", "prior_from_zone", "fit_prior", "ZotState", "new_state", "group_for",
     "ensure_slots", "set_groups", "Batch", "Rejects", "BatchRejected", "validate", "update", "update_reference",
-    "batch_from_feedback", "Estimates", "estimates", "lookup", "estimates_for_keys", "estimates_from_moments", "p_dissatisfied",
+    "batch_from_columns", "batch_from_feedback", "Estimates", "estimates", "lookup", "estimates_for_keys", "estimates_from_moments", "p_dissatisfied",
     "p_dissatisfied_from_moments", "snapshot", "restore",
 ]

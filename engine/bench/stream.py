@@ -2,14 +2,14 @@
 
 Throughput: N feedback events are loaded into the feedback topic first; then
 (1) a bare consumer (aiokafka and kafka-python, the faster counts) reads and
-decodes them (`schemas.decode`, the engine's own decoder, nothing else), and (2)
+decodes them (the engine's own feedback decoder, nothing else), and (2)
 one `zot engine` worker process consumes them, updates the posteriors and
 publishes profiles, changelog and offsets in its transactions. The engine's
 sustained rate is taken from the consumer group's committed offsets between 10%
 and 90% of the stream (worker start-up excluded).
 
-Latency: at half the engine's measured rate, feedback keeps flowing (sent every
-5 ms, what is due) while every cell sends a KPI report every 100 ms; the latency
+Latency: at half the engine's measured rate, feedback keeps flowing (through
+kcat, what is due every 5 ms) while every cell sends a KPI report every 100 ms; the latency
 is from just before a KPI's send to its decision's arrival on the allocations
 topic (read_committed). One KPI per cell is decided first, unmeasured: the
 throughput phase never called the solver, and its first call loads it.
@@ -70,6 +70,22 @@ def _feedback_values(n: int, rng: np.random.Generator, start: int = 0) -> list[t
     return out
 
 
+def _load_kcat(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], tmp: Path) -> None:
+    """Produce with kcat (librdkafka, C): several times faster than the engine reads, so
+    a load that starts after the workers joined never holds them back."""
+    import subprocess
+
+    from engine.infra import ensure_debian_package
+
+    path = tmp / f"{topic}.tsv"
+    path.write_bytes(b"".join(k + b"\t" + v + b"\n" for k, v in values))
+    res = subprocess.run([ensure_debian_package("kcat", "kcat"), "-P", "-b", bootstrap, "-t", topic, "-K", "\t",
+                          "-X", "topic.partitioner=murmur2_random", "-X", "linger.ms=20", "-l", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    if res.returncode != 0:
+        raise RuntimeError(f"kcat could not load {topic}: {res.stderr[-500:]}")
+
+
 def _load(options: dict, topic: str, values: list[tuple[bytes, bytes]]) -> None:
     from kafka import KafkaProducer
 
@@ -78,6 +94,12 @@ def _load(options: dict, topic: str, values: list[tuple[bytes, bytes]]) -> None:
         p.send(topic, key=k, value=v)
     p.flush(120)
     p.close()
+
+
+def _decode(value: bytes) -> object:
+    """What the engine does to decode a feedback message (operators/parse.py), nothing more."""
+    fields = schemas.decode_feedback_fields(value)
+    return fields if fields is not None else schemas.decode(value, expect=schemas.Feedback)
 
 
 async def _bare_aiokafka(options: dict, topic: str, n: int) -> float:
@@ -96,7 +118,7 @@ async def _bare_aiokafka(options: dict, topic: str, n: int) -> float:
                 if t0 is None:
                     t0 = time.perf_counter()
                 for r in recs:
-                    schemas.decode(r.value, expect=schemas.Feedback)
+                    _decode(r.value)
                 got += sum(len(r) for r in batch.values())
         return n / (time.perf_counter() - t0)
     finally:
@@ -115,7 +137,7 @@ def _bare_kafka_python(options: dict, topic: str, n: int) -> float:
                 if t0 is None:
                     t0 = time.perf_counter()
                 for r in recs:
-                    schemas.decode(r.value, expect=schemas.Feedback)
+                    _decode(r.value)
                 got += len(recs)
         return n / (time.perf_counter() - t0)
     finally:
@@ -157,24 +179,30 @@ def _engine_rate(options: dict, cfg: Config, topic: str, n: int, timeout_s: floa
         admin.close()
 
 
-def _latency(options: dict, cfg: Config, rate: float, seconds: float) -> dict[str, float]:
+def _latency(options: dict, cfg: Config, rate: float, seconds: float, worker_pid: int,
+             broker_pid: int | None = None) -> dict[str, Any]:
     """KPI -> decision latency while feedback flows at `rate` events/s."""
-    return asyncio.run(_latency_async(options, cfg, rate, seconds))
+    return asyncio.run(_latency_async(options, cfg, rate, seconds, worker_pid, broker_pid))
 
 
-async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float) -> dict[str, float]:
-    """The load: feedback at `rate`/s (sent every 5 ms, what is due) and one KPI report
-    per cell every 100 ms; the latency of a report is from just before its send to
-    the arrival of its decision (read_committed) at this process.
+async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float,
+                         worker_pid: int, broker_pid: int | None = None) -> dict[str, Any]:
+    """The load: feedback at `rate`/s (what is due every 5 ms, written to a kcat
+    producer's stdin) and one KPI report per cell every 100 ms (aiokafka); the latency
+    of a report is from just before its send to the arrival of its decision
+    (read_committed) at this process.
 
-    asyncio + aiokafka, sleeping between sends: the load generator shares the
-    machine with the broker and the worker, so it must not spin (a busy poll loop
-    would take a core from the system it measures).
+    Sleeping between sends: the load generator shares the machine with the broker
+    and the worker, so it must not spin (a busy poll loop would take a core from the
+    system it measures).
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+    from engine.infra import ensure_debian_package
     from engine.worker import aiokafka_options
     from simulators.radio import build_layout
+
+    kcat = ensure_debian_package("kcat", "kcat")
 
     p = cfg.kafka.topic_prefix
     fb_t, kpi_t = (registry.with_prefix(t, p) for t in (registry.FEEDBACK, registry.KPI))
@@ -190,10 +218,8 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
     lat: list[float] = []
     users = [schemas.UserChannel(user_id=f"u{i}", spectral_efficiency=2.0, app="video") for i in range(20)]
     try:
-        n_fb = len(await producer.client._wait_on_metadata(fb_t))
-        # Keys, values and partitions made before the clock starts (the default partitioner's choice).
-        values = [(k, v, registry.partition_for(k, n_fb))
-                  for k, v in _feedback_values(int(rate * seconds) + 1, np.random.default_rng(3), start=10**8)]
+        # Keys and values made before the clock starts.
+        values = _feedback_values(int(rate * seconds) + 1, np.random.default_rng(3), start=10**8)
         tps = [TopicPartition(alloc_t, q) for q in sorted(await consumer._client._wait_on_metadata(alloc_t))]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
@@ -222,34 +248,45 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
         lat.clear()
         sent.clear()
 
+        # The feedback load goes through kcat (librdkafka, C) fed from a pipe: a Python
+        # producer took half a core at 15k events/s on this 2-core machine, competing
+        # with the worker it measures. Keys partition as Kafka's default (murmur2).
+        buf = b"".join(k + b"\t" + v + b"\n" for k, v in values)
+        ends = np.cumsum([len(k) + len(v) + 2 for k, v in values]).tolist()
+        feeder = await asyncio.create_subprocess_exec(
+            kcat, "-P", "-b", options["bootstrap_servers"][0], "-t", fb_t, "-K", "\t",
+            "-X", "topic.partitioner=murmur2_random", "-X", "linger.ms=2", "-X", "acks=1",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         t0 = time.perf_counter()
+        pids = {"worker": worker_pid, "broker": broker_pid, "load_generator": os.getpid(), "kcat": feeder.pid}
+        cpu0 = {k: _cpu_s(pid) for k, pid in pids.items()}
         reader = asyncio.create_task(collect(t0 + seconds))
         i, epoch, next_kpi = 0, 0, t0
-        while (now := time.perf_counter()) - t0 < seconds:
-            due = min(int((now - t0) * rate), len(values))
-            if due > i:  # what is due, one producer batch per partition
-                batches: dict[int, Any] = {}
-                for k, v, part in values[i:due]:
-                    b = batches.get(part)
-                    if b is None:
-                        b = batches[part] = producer.create_batch()
-                    if b.append(key=k, value=v, timestamp=None) is None:
-                        await producer.send_batch(b, fb_t, partition=part)
-                        b = batches[part] = producer.create_batch()
-                        b.append(key=k, value=v, timestamp=None)
-                for part, b in batches.items():
-                    await producer.send_batch(b, fb_t, partition=part)
-                i = due
-            if now >= next_kpi:
-                epoch += 1
-                for c in cells:
-                    ev = schemas.CellKpi(event_id=f"k{epoch}-{c}", ts=float(epoch), cell_id=c, epoch=epoch,
-                                         prb_total=51, users=users)
-                    value = schemas.encode(ev)
-                    sent[f"alloc-{c}-{epoch}"] = time.perf_counter()
-                    await producer.send(kpi_t, key=c.encode(), value=value)
-                next_kpi += 0.1
-            await asyncio.sleep(0.005)
+        try:
+            while (now := time.perf_counter()) - t0 < seconds:
+                due = min(int((now - t0) * rate), len(values))
+                if due > i:  # what is due, one write
+                    feeder.stdin.write(buf[ends[i - 1] if i else 0:ends[due - 1]])
+                    await feeder.stdin.drain()
+                    i = due
+                if now >= next_kpi:
+                    epoch += 1
+                    for c in cells:
+                        ev = schemas.CellKpi(event_id=f"k{epoch}-{c}", ts=float(epoch), cell_id=c, epoch=epoch,
+                                             prb_total=51, users=users)
+                        value = schemas.encode(ev)
+                        sent[f"alloc-{c}-{epoch}"] = time.perf_counter()
+                        await producer.send(kpi_t, key=c.encode(), value=value)
+                    next_kpi += 0.1
+                await asyncio.sleep(0.005)
+            # CPU shares while the load ran: what the worker got, and what the load took.
+            cpu1 = {k: _cpu_s(pid) for k, pid in pids.items()}
+            shares = {f"{k}_core_share": (cpu1[k] - cpu0[k]) / (time.perf_counter() - t0) for k in cpu0}
+        finally:
+            feeder.stdin.close()
+            err = (await asyncio.wait_for(feeder.stderr.read(), 30)).decode(errors="replace")
+            if await asyncio.wait_for(feeder.wait(), 30) != 0:
+                raise RuntimeError(f"kcat (the feedback load) failed: {err[-500:]}")
         await reader
         ms = np.array(lat) * 1000
         return {"p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
@@ -257,14 +294,16 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
                 "max_ms": float(ms.max()) if ms.size else float("nan"),
                 "decisions": int(ms.size), "missing": len(sent), "offered_feedback_rate": rate,
                 "warm_up_decision_ms": warm_ms,
-                "feedback_rate": i / seconds}
+                "feedback_rate": i / seconds, **shares}
     finally:
         await producer.stop()
         await consumer.stop()
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc; NaN elsewhere)."""
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc; NaN elsewhere or unknown)."""
+    if pid is None:
+        return float("nan")
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -273,8 +312,9 @@ def _cpu_s(pid: int) -> float:
 
 
 def _engine_run(options: dict, cfg: Config, tmp: Path, consumer: str, n: int, quick: bool,
-                latency: bool) -> dict[str, Any]:
-    """Load n feedback events, run one worker with this consumer on them; rate, latency, timers."""
+                latency: bool, workers: int = 1, broker_pid: int | None = None) -> dict[str, Any]:
+    """Load n feedback events, run `workers` worker processes with this consumer on
+    them; rate, CPU shares, and (one worker) latency and the worker's timers."""
     from engine.faust_app import app_id
     from engine.kafka_client import ensure_topics
     from engine.remote_engine import spawn_worker, wait_group_members, write_config
@@ -283,38 +323,58 @@ def _engine_run(options: dict, cfg: Config, tmp: Path, consumer: str, n: int, qu
     ensure_topics(options, cfg.kafka)
     ensure_changelog(options, cfg.kafka)
     fb_t = registry.with_prefix(registry.FEEDBACK, cfg.kafka.topic_prefix)
-    _load(options, fb_t, _feedback_values(n, np.random.default_rng(1)))
-    path = write_config(cfg, tmp / f"{consumer}.yaml")
-    stats_file = tmp / f"{consumer}-stats.json"
-    os.environ["ZOT_ENGINE_STATS"] = str(stats_file)
+    values = _feedback_values(n, np.random.default_rng(1))
+    if workers == 1:  # loaded before the worker starts: it reads a full topic
+        _load(options, fb_t, values)
+    name = f"{consumer}-{workers}"
+    path = write_config(cfg, tmp / f"{name}.yaml")
+    stats_file = tmp / f"{name}-stats.json"
+    procs = []
     try:
-        worker = spawn_worker(path, "bench", tmp / f"{consumer}-worker.log", consumer=consumer)
-    finally:
-        os.environ.pop("ZOT_ENGINE_STATS")
-    try:
-        wait_group_members(options, app_id(cfg), 1, timeout_s=120)
-        t0, c0 = time.perf_counter(), _cpu_s(worker.pid)
+        for i in range(workers):
+            if i == 0:  # the first worker writes its timers at exit
+                os.environ["ZOT_ENGINE_STATS"] = str(stats_file)
+            try:
+                procs.append(spawn_worker(path, f"bench{i}", tmp / f"{name}-worker{i}.log", consumer=consumer))
+            finally:
+                os.environ.pop("ZOT_ENGINE_STATS", None)
+        wait_group_members(options, app_id(cfg), workers, timeout_s=120)
+        if workers > 1:
+            # Loaded once every worker has joined: a full topic would be half read by the
+            # first worker before the second one got its partitions.
+            _load_kcat(options["bootstrap_servers"][0], fb_t, values, tmp)
+        t0, c0, b0 = time.perf_counter(), [_cpu_s(w.pid) for w in procs], _cpu_s(broker_pid)
         rate, done = _engine_rate(options, cfg, fb_t, n, timeout_s=120 if quick else 240)
-        t1, c1 = time.perf_counter(), _cpu_s(worker.pid)
-        # The worker's CPU over the phase: the share of one core it got on this shared
-        # machine, and its CPU per event (robust to what else runs).
-        out: dict[str, Any] = {"events": n, "events_per_s": rate, "fraction_done": done, "wall_s": t1 - t0,
-                               "worker_core_share": (c1 - c0) / (t1 - t0),
-                               "worker_cpu_us_per_event": (c1 - c0) / n * 1e6}
+        t1, c1, b1 = time.perf_counter(), [_cpu_s(w.pid) for w in procs], _cpu_s(broker_pid)
+        # Each worker's CPU over the phase: the share of one core it got on this shared
+        # machine, and the CPU per event of all of them (robust to what else runs).
+        out: dict[str, Any] = {"workers": workers, "events": n, "events_per_s": rate, "fraction_done": done,
+                               "wall_s": t1 - t0,
+                               "worker_core_share": [(b - a) / (t1 - t0) for a, b in zip(c0, c1)],
+                               "broker_core_share": (b1 - b0) / (t1 - t0),
+                               "worker_cpu_us_per_event": sum(b - a for a, b in zip(c0, c1)) / n * 1e6}
         if latency:
-            g1 = _cpu_s(os.getpid())
             out["latency"] = _latency(options, cfg, rate / 2 if np.isfinite(rate) else 1000.0,
-                                      seconds=4.0 if quick else 20.0)
-            t2, c2 = time.perf_counter(), _cpu_s(worker.pid)
-            out["latency"]["worker_core_share"] = (c2 - c1) / (t2 - t1)
-            out["latency"]["load_generator_core_share"] = (_cpu_s(os.getpid()) - g1) / (t2 - t1)
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
+                                      seconds=4.0 if quick else 20.0, worker_pid=procs[0].pid, broker_pid=broker_pid)
+        for w in procs:
+            w.send_signal(signal.SIGTERM)
+        for w in procs:
+            w.wait(60)
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(10)
+        for w in procs:
+            if w.poll() is None:
+                w.kill()
+                w.wait(10)
+    if workers > 1:
+        return out
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    if latency:
+        from simulators.radio import build_layout
+
+        n_warm = len(build_layout(cfg)[1])  # one unmeasured warm-up report per cell comes first
+        for key in ("kpi_wait_ms", "kpi_commit_ms"):  # the worker's side of the KPI latency
+            v = np.array((stats.get(key) or [])[n_warm:] or [np.nan])
+            out["latency"][f"worker_{key}_p50_p99"] = [float(np.percentile(v, 50)), float(np.percentile(v, 99))]
     keys = ("parse_s", "learn_s", "decide_s", "handle_s", "commit_s", "tail_s", "fetch_s", "offsets_s")
     out["where_the_time_goes_s"] = {k: stats.get(k) for k in (*keys, "batches", "messages")}
     if stats.get("messages"):  # the same, per event (worker totals over every batch, both phases)
@@ -338,22 +398,29 @@ def run(quick: bool = False) -> dict[str, Any]:
         n_batch, n_faust = (40_000, 8_000) if quick else (300_000, 30_000)
         cfg = _config(broker.bootstrap)
         options = client_options(cfg.kafka, secrets_from_env(cfg))
-        batch = _engine_run(options, cfg, tmp, "batch", n_batch, quick, latency=True)
+        bpid = broker.pid()  # its CPU share: the broker shares the machine's cores with the engine
+        batch = _engine_run(options, cfg, tmp, "batch", n_batch, quick, latency=True, broker_pid=bpid)
         # The bare consumers read the topic the batch engine just read.
         fb_t = registry.with_prefix(registry.FEEDBACK, cfg.kafka.topic_prefix)
         bare_aio = asyncio.run(_bare_aiokafka(options, fb_t, n_batch))
         bare_kp = _bare_kafka_python(options, fb_t, n_batch)
         bare = max(bare_aio, bare_kp)
         faust = _engine_run(options, _config(broker.bootstrap), tmp, "faust", n_faust, quick, latency=False)
+        # Scale-out on this machine: two worker processes in one group on a fresh topic.
+        two = _engine_run(options, _config(broker.bootstrap), tmp, "batch", n_batch, quick, latency=False,
+                          workers=2, broker_pid=bpid)
         rate = batch["events_per_s"]
         lat = batch["latency"]
         return {
             "bench": "stream",
             "bare_consumer_events_per_s": {"aiokafka": bare_aio, "kafka-python": bare_kp},
             "engine_batch_consumer": batch,
+            "engine_batch_consumer_two_workers": two,
             "engine_faust_agent": faust,
-            "note": "one worker process, 6 partitions, config batch_size 5000; targets are for the batch "
-                    "consumer (`zot engine`, the default); the Faust agent's rate is reported beside it. "
+            "note": "6 partitions, config batch_size 5000. The ratio and the latency are for one worker process "
+                    "with the batch consumer (`zot engine`, the default) against one bare consumer process; "
+                    "events/s is also measured with two worker processes in one group (the engine's "
+                    "scale-out; the bare consumer is one process). The Faust agent's rate is reported beside. "
                     "Timers are worker totals over both phases (us_per_event: divided by the messages): "
                     "parse = decode+validate, learn = posterior update + profiles, decide = KPI solves, "
                     "handle = all three, commit = the Kafka transaction (outputs + changelog + offsets), "
@@ -363,7 +430,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             "targets": [
                 {"name": "engine / bare consumer (feedback events/s)", "value": rate / bare if bare else float("nan"),
                  "op": ">=", "goal": 0.5, "unit": "ratio"},
-                {"name": "engine feedback events/s", "value": rate, "op": ">=", "goal": 50_000, "unit": "events/s"},
+                {"name": "engine feedback events/s (one worker)", "value": rate, "op": ">=", "goal": 50_000,
+                 "unit": "events/s"},
+                {"name": "engine feedback events/s (two workers)", "value": two["events_per_s"], "op": ">=",
+                 "goal": 50_000, "unit": "events/s"},
                 {"name": "KPI -> decision latency p99 at half load", "value": lat["p99_ms"], "op": "<=",
                  "goal": 100.0, "unit": "ms"},
                 {"name": "KPI -> decision latency p50 at half load", "value": lat["p50_ms"], "op": "<=",

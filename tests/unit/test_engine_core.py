@@ -111,3 +111,22 @@ def _casual_share(weight: float) -> int:
 def test_weights_of_premium_segment_shift_resources():
     # Scarce PRBs: a casual user weighted 5x (premium) gets more of them than at weight 1.
     assert _casual_share(5.0) > _casual_share(1.0)
+
+
+def test_profiles_are_the_profile_model_encoding():
+    """The engine serializes profiles from wire dicts; the bytes must be exactly what the
+    ProfileUpdate model encodes, with and without interest models."""
+    for cfg in (CFG, CFG.model_copy(update={"interests": CFG.interests.model_copy(update={"enabled": False})})):
+        bus = InProcessBus(partitions=3)
+        eng = EmbeddedEngine(EngineCore(cfg, cells={"c1", "c2"}), bus)
+        for i in range(30):
+            bus.produce("zot.feedback", f"u{i % 7}".encode(),
+                        feedback(i, f"u{i % 7}", ["abandon", "kept", "retry"][i % 3], 0.5 + i, app=["video", "web"][i % 2]))
+        eng.step(now=12345.678)
+        profiles = bus.messages("zot.profiles")
+        assert len(profiles) == 7
+        for m in profiles:
+            ev = schemas.decode(m.value, expect=schemas.ProfileUpdate)
+            assert schemas.encode(ev) == m.value
+            assert {z.app for z in ev.zot} == {"video", "web"} and all(z.n_signals > 0 for z in ev.zot)
+            assert (len(ev.interests) > 0) == cfg.interests.enabled

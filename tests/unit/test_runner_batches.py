@@ -4,6 +4,7 @@ dirty users, dead letters that cite their source, and exact changelog records.""
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 from engine import schemas
@@ -101,3 +102,29 @@ def test_timer_trigger_decides_the_latest_report_once_and_survives_a_restart():
     assert core.tick(now=3.0) == [] and pending_record(core, "c1") == b""
     apply_records(restarted, {}, [(PENDING + b"c1", b"")])
     assert restarted.pending == {}
+
+
+def test_deferred_profiles_wait_for_a_flush_and_survive_a_restart():
+    profiles = lambda outs: [schemas.decode(o.value, expect=schemas.ProfileUpdate)  # noqa: E731
+                             for o in outs if o.topic is registry.PROFILES]
+    core = EngineCore(CFG, cells={"c1"}, defer_profiles=True)
+    outs = core.handle([msg(FB, i, fb(i, u, 0.5 + i)) for i, u in enumerate("abab")], now=1.0)
+    assert profiles(outs) == [] and list(core.profile_pending) == ["a", "b"]
+    # The pending mark is part of the user's record: a restarted worker publishes them.
+    restarted = EngineCore(CFG, cells={"c1"}, defer_profiles=True)
+    apply_records(restarted, {}, [(b"u:" + u.encode(), user_record(core, u)) for u in sorted(core.dirty)])
+    assert list(restarted.profile_pending) == ["a", "b"]
+    core.clear_dirty()
+    # Only users marked before the cut are due (a worker flushes those an interval old).
+    assert core.flush_profiles(now=2.0, marked_before=time.monotonic() - 60) == [] and len(core.profile_pending) == 2
+    first = profiles(core.flush_profiles(now=2.0, marked_before=time.monotonic()))
+    assert [p.user_id for p in first] == ["a", "b"] and core.dirty == {"a", "b"} and not core.profile_pending
+    assert [p.zot for p in profiles(restarted.flush_profiles(now=2.0))] == [p.zot for p in first]
+    # One profile per user however many batches touched it, with the latest estimates.
+    for i in range(3):
+        assert profiles(core.handle([msg(FB, 10 + i, fb(10 + i, "a", 2.0 + i))], now=3.0)) == []
+    flushed = profiles(core.flush_profiles(now=4.0))
+    assert [p.user_id for p in flushed] == ["a"] and flushed[0].zot[0].n_signals == 5
+    # Restored as published: nothing pending after the flush's records are applied.
+    apply_records(restarted, {}, [(b"u:a", user_record(core, "a"))])
+    assert "a" not in restarted.profile_pending

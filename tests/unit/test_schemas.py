@@ -232,3 +232,18 @@ def test_encode_is_model_dump_json_for_every_type():
         assert s.encode(ev) == ev.model_dump_json(exclude_none=True).encode("utf-8")
     a, b = s.ProfileUpdate(event_id="p", ts=1.0, user_id="u1"), s.ProfileUpdate(event_id="q", ts=1.0, user_id="u2")
     assert a.zot == [] and a.interests == [] and a.zot is not b.zot  # a default list per instance
+
+
+def test_feedback_fields_are_the_feedback_model_fields():
+    assert set(s.FeedbackFields.__annotations__) == set(s.Feedback.model_fields)
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated_payload())
+def test_feedback_fields_decoder_accepts_only_what_decode_accepts(payload):
+    # The engine's hot path (operators/parse.py) takes these fields, or else asks decode.
+    fields = s.decode_feedback_fields(payload)
+    ref = _outcome(s.decode_reference, payload, s.Feedback)
+    if fields is not None:
+        assert ref[0] == "ok"
+        assert s.Feedback.model_validate(fields) == ref[1]
