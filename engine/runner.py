@@ -294,9 +294,7 @@ class EngineCore:
         checks the bytes equal the ProfileUpdate model's encoding)."""
         if not users:
             return []
-        keys = self.state.keys
-        apps = [spec.name for spec in self.state.apps]
-        slots = [(u, a, r) for u in users for a in apps if (r := keys.get((u, a))) is not None]
+        slots = zot.user_slots(self.state, users)
         est = zot.estimates(self.state, np.array([r for _, _, r in slots], dtype=np.int64))
         per_user: dict[str, list[dict]] = {}
         for (u, a, _), am, asd, dm, dsd, n in zip(slots, est.a_metric.tolist(), est.a_metric_sd.tolist(),

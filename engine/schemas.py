@@ -362,7 +362,8 @@ def decode_feedback_fields(payload: bytes) -> dict[str, Any] | None:
     About half the cost of `decode` (no model instance, no Python validator):
     feedback is most of the engine's input.
     """
-    if not isinstance(payload, bytes) or b"NaN" in payload or b"Infinity" in payload:
+    nan, inf = _NON_FINITE_BYTES  # as in decode: pydantic-core would parse them
+    if not isinstance(payload, bytes) or nan in payload or inf in payload:
         return None
     try:
         d = _feedback_validator(payload)

@@ -66,28 +66,22 @@ def user_records(core: EngineCore, users: Sequence[str]) -> list[bytes]:
     """The persisted state of each user, in order (one record per touched user per
     batch: the posterior rows are gathered for all of them at once)."""
     st = core.state
-    keys = st.keys
-    names = [spec.name for spec in st.apps]
-    slots = [[(a, r) for a in names if (r := keys.get((u, a))) is not None] for u in users]
-    rows = np.array([r for us in slots for _, r in us], dtype=np.int64)
+    slots = zot.user_slots(st, users)
+    rows = np.array([r for _, _, r in slots], dtype=np.int64)
     mu, cov = st.mu[rows].tolist(), st.cov[rows].reshape(-1, 4).tolist()
     n, group = st.n_signals[rows].tolist(), st.group[rows].tolist()
+    per_user: dict[str, list] = {}
+    for j, (u, a, _) in enumerate(slots):
+        per_user.setdefault(u, []).append([a, mu[j], cov[j], n[j], group[j]])
     seg, app, cell, named = core.segment_of, core.app_of, core.cell_of, core.app_named
     pending = core.profile_pending
     it = core.interests
-    out = []
-    j = 0
-    for u, us in zip(users, slots):
-        rec_slots = []
-        for a, _ in us:
-            rec_slots.append([a, mu[j], cov[j], n[j], group[j]])
-            j += 1
-        rec = {"s": seg.get(u), "a": app.get(u), "slots": rec_slots, "c": cell.get(u), "n": u in named,
-               "i": None if it is None else it.user_record(u), "p": u in pending}
-        # pydantic-core's serializer: ~5x json.dumps, the same compact JSON; floats in their
-        # shortest round-trip form, so json.loads gives back the same doubles.
-        out.append(pydantic_core.to_json(rec))
-    return out
+    # pydantic-core's serializer: ~5x json.dumps, the same compact JSON; floats in their
+    # shortest round-trip form, so json.loads gives back the same doubles.
+    return [pydantic_core.to_json({"s": seg.get(u), "a": app.get(u), "slots": per_user.get(u, []), "c": cell.get(u),
+                                   "n": u in named, "i": None if it is None else it.user_record(u),
+                                   "p": u in pending})
+            for u in users]
 
 
 def user_record(core: EngineCore, user: str) -> bytes:

@@ -363,6 +363,14 @@ def ensure_slots(
     return rows
 
 
+def user_slots(state: ZotState, users: Sequence[str]) -> list[tuple[str, str, int]]:
+    """(user, app, row) of every existing slot of these users, user by user in the
+    given order, apps in state order (no slot is created)."""
+    keys = state.keys
+    apps = [spec.name for spec in state.apps]
+    return [(u, a, r) for u in users for a in apps if (r := keys.get((u, a))) is not None]
+
+
 def set_groups(state: ZotState, rows: np.ndarray, groups: np.ndarray) -> None:
     """Re-assign slots to another prior group (e.g. the user's context changed);
     forgetting then drifts them toward the new prior."""
@@ -811,6 +819,6 @@ __all__ = [
     "N_SIGNALS", "RATING_CODE", "N_CATS", "WILDCARD", "categories", "SignalModel", "DEFAULT_SIGNAL_MODEL",
     "UpdateParams", "AppSpec", "prior_from_zone", "fit_prior", "ZotState", "new_state", "group_for",
     "ensure_slots", "set_groups", "Batch", "Rejects", "BatchRejected", "validate", "update", "update_reference",
-    "batch_from_columns", "batch_from_feedback", "Estimates", "estimates", "lookup", "estimates_for_keys", "estimates_from_moments", "p_dissatisfied",
+    "batch_from_columns", "batch_from_feedback", "user_slots", "Estimates", "estimates", "lookup", "estimates_for_keys", "estimates_from_moments", "p_dissatisfied",
     "p_dissatisfied_from_moments", "snapshot", "restore",
 ]

@@ -30,6 +30,14 @@ def _before(key, i: int, j: int) -> bool:
     return key[i] < key[j] or (key[i] == key[j] and i < j)
 
 
+@njit(cache=True, inline="always")
+def floor_within(x: float, lo: float, hi: float) -> float:
+    """floor(x) clamped to [lo, hi]: a user's whole-PRB floor (branch-free, so loops vectorize)."""
+    f = np.floor(x)
+    f = f if f > lo else lo
+    return f if f < hi else hi
+
+
 @njit(cache=True)
 def argsort_by_key(key: np.ndarray, idx: np.ndarray) -> None:
     """Indices 0..n-1 into `idx`, sorted by (key ascending, index ascending).
@@ -158,12 +166,7 @@ def _round_into(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_prb: int, score
     n = x.size
     used = 0
     for u in range(n):
-        lu = lo[u]
-        hu = hi[u]
-        f = np.floor(x[u])
-        f = f if f > lu else lu
-        f = f if f < hu else hu
-        out[u] = np.int64(f)
+        out[u] = np.int64(floor_within(x[u], lo[u], hi[u]))
     for u in range(n):
         used += out[u]
     if used > n_prb:

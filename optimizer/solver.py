@@ -56,7 +56,7 @@ from numba import njit
 from engine.schemas import Allocation, OverloadReason, UserAllocation
 from optimizer.problem import CellProblem, EpochProblem, ProblemError, objective_value
 from optimizer.overload import OVERLOAD_POLICIES, REASON_CODES, REASONS, _OVL, _degrade_caps, _max_served, _required_prbs
-from optimizer.rounding import _round_into
+from optimizer.rounding import _round_into, floor_within
 
 SCALARIZATIONS: tuple[str, ...] = ("weighted_sum", "epsilon_constraint", "max_min", "pareto")
 _SCAL = {"weighted_sum": 0, "epsilon_constraint": 1, "max_min": 2}
@@ -635,11 +635,7 @@ def _ws_round(c, k, m, w, price, n_prb, x, lo, hi, prb, e0, e1, score, cand, neg
     """
     n = c.size
     for u in range(n):
-        lu = lo[u]
-        hu = hi[u]
-        f = np.floor(x[u])
-        f = f if f > lu else lu
-        f = f if f < hu else hu
+        f = floor_within(x[u], lo[u], hi[u])
         z0 = k[u] * (c[u] * f - m[u])
         z1 = k[u] * (c[u] * (f + 1.0) - m[u])
         e0[u] = -abs(z0)

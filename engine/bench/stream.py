@@ -70,6 +70,15 @@ def _feedback_values(n: int, rng: np.random.Generator, start: int = 0) -> list[t
     return out
 
 
+def _kcat_producer(kcat: str, bootstrap: str, topic: str, *extra: str) -> list[str]:
+    """kcat producing key<TAB>value lines, partitioned as Kafka's default (murmur2)."""
+    return [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", "\t", "-X", "topic.partitioner=murmur2_random", *extra]
+
+
+def _kcat_lines(values: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(k + b"\t" + v + b"\n" for k, v in values)
+
+
 def _load_kcat(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], tmp: Path) -> None:
     """Produce with kcat (librdkafka, C): several times faster than the engine reads, so
     a load that starts after the workers joined never holds them back."""
@@ -78,9 +87,9 @@ def _load_kcat(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], tm
     from engine.infra import ensure_debian_package
 
     path = tmp / f"{topic}.tsv"
-    path.write_bytes(b"".join(k + b"\t" + v + b"\n" for k, v in values))
-    res = subprocess.run([ensure_debian_package("kcat", "kcat"), "-P", "-b", bootstrap, "-t", topic, "-K", "\t",
-                          "-X", "topic.partitioner=murmur2_random", "-X", "linger.ms=20", "-l", str(path)],
+    path.write_bytes(_kcat_lines(values))
+    res = subprocess.run(_kcat_producer(ensure_debian_package("kcat", "kcat"), bootstrap, topic,
+                                        "-X", "linger.ms=20", "-l", str(path)),
                          capture_output=True, text=True, timeout=300)
     if res.returncode != 0:
         raise RuntimeError(f"kcat could not load {topic}: {res.stderr[-500:]}")
@@ -251,11 +260,10 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
         # The feedback load goes through kcat (librdkafka, C) fed from a pipe: a Python
         # producer took half a core at 15k events/s on this 2-core machine, competing
         # with the worker it measures. Keys partition as Kafka's default (murmur2).
-        buf = b"".join(k + b"\t" + v + b"\n" for k, v in values)
+        buf = _kcat_lines(values)
         ends = np.cumsum([len(k) + len(v) + 2 for k, v in values]).tolist()
         feeder = await asyncio.create_subprocess_exec(
-            kcat, "-P", "-b", options["bootstrap_servers"][0], "-t", fb_t, "-K", "\t",
-            "-X", "topic.partitioner=murmur2_random", "-X", "linger.ms=2", "-X", "acks=1",
+            *_kcat_producer(kcat, options["bootstrap_servers"][0], fb_t, "-X", "linger.ms=2", "-X", "acks=1"),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         t0 = time.perf_counter()
         pids = {"worker": worker_pid, "broker": broker_pid, "load_generator": os.getpid(), "kcat": feeder.pid}
