@@ -74,6 +74,13 @@ def aiokafka_options(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def _close_quietly(client: Any) -> None:
+    try:
+        await client.stop()
+    except Exception:  # noqa: BLE001 - closing what failed to start
+        log.debug("closing a Kafka client that did not start", exc_info=True)
+
+
 @dataclass
 class StepStats:
     batches: int = 0
@@ -135,7 +142,7 @@ class TransactionalEngine:
         opts = aiokafka_options(self.options)
         # Starting a producer with our transactional id fences any previous
         # incarnation and aborts its open transaction (KIP-98).
-        self._producer = AIOKafkaProducer(transactional_id=self.transactional_id, enable_idempotence=True,
+        producer = AIOKafkaProducer(transactional_id=self.transactional_id, enable_idempotence=True,
                                           linger_ms=0, max_batch_size=1 << 20,
                                           # No compression: broker and worker share this host's
                                           # cores; gzip (the only codec installed) takes ~14 ms of
@@ -145,8 +152,18 @@ class TransactionalEngine:
                                           # are being written gets CONCURRENT_TRANSACTIONS and waits (a
                                           # trivial transaction: 8.8 ms at 5, 12.7 ms at 20 here).
                                           retry_backoff_ms=5, **opts)
-        await self._producer.start()
-        await self.recover()
+        # All or nothing: `_step` takes a producer for a started, recovered engine. A
+        # producer whose start failed (broker still away) hung the next transaction
+        # for good (seen once in a broker restart test), and a failed recovery would
+        # leave a partial state.
+        try:
+            await producer.start()
+            self._producer = producer
+            await self.recover()
+        except BaseException:
+            self._producer = None
+            await _close_quietly(producer)
+            raise
 
     async def stop(self) -> None:
         for c in (self._producer, self._reader):
@@ -162,14 +179,20 @@ class TransactionalEngine:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         if self._reader is not None:
-            await self._reader.stop()
+            old, self._reader = self._reader, None
+            await old.stop()
         self.core = self._new_core()
         self.applied = {}
-        self._reader = AIOKafkaConsumer(isolation_level="read_committed", enable_auto_commit=False,
-                                        group_id=None, fetch_max_bytes=64 << 20,
-                                        max_partition_fetch_bytes=16 << 20,
-                                        **aiokafka_options(self.options))
-        await self._reader.start()
+        reader = AIOKafkaConsumer(isolation_level="read_committed", enable_auto_commit=False,
+                                  group_id=None, fetch_max_bytes=64 << 20,
+                                  max_partition_fetch_bytes=16 << 20,
+                                  **aiokafka_options(self.options))
+        try:
+            await reader.start()
+        except BaseException:
+            await _close_quietly(reader)
+            raise
+        self._reader = reader
         # aiokafka's partitions_for_topic only knows subscribed topics; ask the cluster.
         meta = await self._reader._client.fetch_all_metadata()
         parts = meta.partitions_for_topic(self.changelog) or set()
