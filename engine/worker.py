@@ -75,10 +75,11 @@ def aiokafka_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _close_quietly(client: Any) -> None:
+    """Stop a Kafka client on the way out (or one that failed to start): log, never raise."""
     try:
         await client.stop()
-    except Exception:  # noqa: BLE001 - closing what failed to start
-        log.debug("closing a Kafka client that did not start", exc_info=True)
+    except Exception:  # noqa: BLE001 - closing on the way out
+        log.exception("closing a Kafka client")
 
 
 @dataclass
@@ -143,15 +144,15 @@ class TransactionalEngine:
         # Starting a producer with our transactional id fences any previous
         # incarnation and aborts its open transaction (KIP-98).
         producer = AIOKafkaProducer(transactional_id=self.transactional_id, enable_idempotence=True,
-                                          linger_ms=0, max_batch_size=1 << 20,
-                                          # No compression: broker and worker share this host's
-                                          # cores; gzip (the only codec installed) takes ~14 ms of
-                                          # CPU for a 5000-event batch's 1.4 MB of profiles, which
-                                          # the loopback moves in well under 1 ms. Retries back off 5 ms,
-                                          # not 100: a transaction that starts while the last one's markers
-                                          # are being written gets CONCURRENT_TRANSACTIONS and waits (a
-                                          # trivial transaction: 8.8 ms at 5, 12.7 ms at 20 here).
-                                          retry_backoff_ms=5, **opts)
+                                linger_ms=0, max_batch_size=1 << 20,
+                                # No compression: broker and worker share this host's
+                                # cores; gzip (the only codec installed) takes ~14 ms of
+                                # CPU for a 5000-event batch's 1.4 MB of profiles, which
+                                # the loopback moves in well under 1 ms. Retries back off 5 ms,
+                                # not 100: a transaction that starts while the last one's markers
+                                # are being written gets CONCURRENT_TRANSACTIONS and waits (a
+                                # trivial transaction: 8.8 ms at 5, 12.7 ms at 20 here).
+                                retry_backoff_ms=5, **opts)
         # All or nothing: `_step` takes a producer for a started, recovered engine. A
         # producer whose start failed (broker still away) hung the next transaction
         # for good (seen once in a broker restart test), and a failed recovery would
@@ -168,10 +169,7 @@ class TransactionalEngine:
     async def stop(self) -> None:
         for c in (self._producer, self._reader):
             if c is not None:
-                try:
-                    await c.stop()
-                except Exception:  # noqa: BLE001 - closing on the way out
-                    log.exception("closing a Kafka client")
+                await _close_quietly(c)
         self._producer = self._reader = None
 
     async def recover(self) -> None:
