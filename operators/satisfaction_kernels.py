@@ -40,11 +40,13 @@ def sat_aw(q: float, a: float, w: float, two_l: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def likelihood(c: int, s: float, lin_a, lin_b, rate_w, cut_lo, cut_hi, tau: float) -> float:
-    """L_c(S) of operators.satisfaction.SignalModel (linear part, plus the ordered logit for ratings)."""
-    out = lin_a[c] + lin_b[c] * s
-    if rate_w[c] > 0.0:
-        out += rate_w[c] * (sigmoid(tau * (cut_hi[c] - s)) - sigmoid(tau * (cut_lo[c] - s)))
+def likelihood(s: float, lin_a: float, lin_b: float, rate_w: float, cut_lo: float, cut_hi: float,
+               tau: float) -> float:
+    """L_c(S) of operators.satisfaction.SignalModel (linear part, plus the ordered logit
+    for ratings), given category c's entries of its tables."""
+    out = lin_a + lin_b * s
+    if rate_w > 0.0:
+        out += rate_w * (sigmoid(tau * (cut_hi - s)) - sigmoid(tau * (cut_lo - s)))
     return out
 
 
@@ -110,21 +112,31 @@ def adf_step(
     """Assumed-density filtering: replace N(mu, Sigma) by the Gaussian with the
     mean and covariance of N(mu, Sigma) * L_c(S(q; theta)),
     the moments taken by a product Gauss-Hermite rule on Sigma's Cholesky axes.
-    `scratch` is a (3, n*n) work array (weighted likelihood, alpha, beta per node)."""
+    `scratch` is a (4, n*n) work array (weighted likelihood, alpha, beta per node;
+    the second axis' exponentials)."""
     ma = mu[r, 0]
     mb = mu[r, 1]
     l11, l21, l22 = chol2(cov[r, 0, 0], cov[r, 0, 1], cov[r, 1, 1])
     n = nodes.size
+    # Category c's table entries, read once: indexing the tables inside the node loop
+    # cost as much as the rest of it. Both: 4.1 -> 2.0 us an event at n = 7.
+    la, lb, rw, cl, ch = lin_a[c], lin_b[c], rate_w[c], cut_lo[c], cut_hi[c]
+    # W at node (i, j) is exp(mb + l21 x_i) * exp(l22 x_j): 2n exponentials, not n*n.
+    ew = scratch[3]
+    for j in range(n):
+        ew[j] = math.exp(l22 * nodes[j])
     z = 0.0
     sa = 0.0
     sb = 0.0
     for i in range(n):
         ta = ma + l11 * nodes[i]
         aa = math.exp(ta)
+        tb_i = mb + l21 * nodes[i]
+        w_i = math.exp(tb_i)
         for j in range(n):
-            tb = mb + l21 * nodes[i] + l22 * nodes[j]
-            s = sat_aw(q, aa, math.exp(tb), two_l)
-            lik = weights[i] * weights[j] * likelihood(c, s, lin_a, lin_b, rate_w, cut_lo, cut_hi, tau)
+            tb = tb_i + l22 * nodes[j]
+            s = sat_aw(q, aa, w_i * ew[j], two_l)
+            lik = weights[i] * weights[j] * likelihood(s, la, lb, rw, cl, ch, tau)
             idx = i * n + j
             scratch[0, idx] = lik
             scratch[1, idx] = ta
@@ -178,7 +190,7 @@ def update_kernel(
     weights: np.ndarray,
 ) -> None:
     """Apply validated events in order, in place: forget, then ADF, per event."""
-    scratch = np.empty((3, nodes.size * nodes.size))
+    scratch = np.empty((4, nodes.size * nodes.size))
     for i in range(rows.size):
         r = rows[i]
         c = cats[i]
