@@ -329,6 +329,15 @@ class Engine(_Section):
                                  "one profile per user per interval, in transactions of their own (0: one "
                                  "per touched user in every batch). The embedded runner publishes once per "
                                  "step.")
+    kpi_check_every: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=500, description="A Kafka worker's step over user events checks for waiting KPI reports "
+                                  "after every this many events; if there are, it decides them and commits "
+                                  "what it has done so far, so a decision never waits for a whole batch.")
+    fetch_min_bytes: Annotated[int, Field(ge=1, le=64 << 20)] = Field(
+        default=256 << 10, description="A Kafka worker fetches user events (feedback, context, "
+                                       "interactions) in responses of at least this many bytes, or after "
+                                       "fetch_max_wait_ms: fewer, larger fetches cost the broker less CPU.")
+    fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = 20
 
 
 class Simulation(_Section):

@@ -103,7 +103,7 @@ def build_app(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[s
     else:
         @app.task
         async def engine_batches() -> None:
-            await _batch_loop(app, engine, options, aid, names, batch)
+            await _batch_loop(app, engine, options, aid, names, batch, client_id=f"zot-engine-{worker_id}")
 
     @app.task
     async def start_engine() -> None:
@@ -151,97 +151,169 @@ def build_app(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[s
     return app, engine
 
 
-async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, Any], group: str,
-                      topics: list[str], batch: int) -> None:
-    """Read the inputs in whole fetches and run the transactional step on each.
+class _Lane:
+    """One aiokafka consumer of the engine's group and its offsets: what was
+    processed (owed) and the group commit in flight. Commits are overlapped with
+    the next step (one in flight): a crash before one lands only redelivers
+    messages the changelog's offsets already mark as applied."""
 
-    A step takes what the fetcher holds, up to `batch` messages: under load
-    batches grow (the per-transaction cost is shared by more events), when the
-    worker keeps up they stay small, so an event waits at most about one step
-    plus its own. The group's offsets are committed while the next batch is
-    processed (one commit in flight): a crash before that commit only redelivers
-    messages the changelog's offsets already mark as applied.
-    """
-    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    def __init__(self, engine: TransactionalEngine, options: dict[str, Any], group: str, client_id: str,
+                 topics: list[str], **consumer_options: Any) -> None:
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-    from engine.worker import aiokafka_options
+        from engine.worker import aiokafka_options
 
-    pending: asyncio.Task | None = None  # the group offset commit in flight
-    in_flight: dict[Any, int] = {}  # what it commits
-    owed: dict[Any, int] = {}  # next offsets processed but not known to be committed
+        self.engine = engine
+        self.pending: asyncio.Task | None = None  # the group offset commit in flight
+        self.in_flight: dict[Any, int] = {}  # what it commits
+        self.owed: dict[Any, int] = {}  # next offsets processed but not known to be committed
+        lane = self
 
-    async def settle() -> None:
+        class Rebalance(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                engine.must_tail = True
+                # Commit what we processed before the partitions move.
+                await lane.settle()
+                lane.commit_owed()
+                await lane.settle()
+                for tp in revoked:
+                    lane.owed.pop(tp, None)  # another worker's now; the changelog's offsets dedupe the rest
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                engine.must_tail = True  # their changelog offsets may come from another worker
+
+        # Range assignment: partition i of every user-keyed topic goes to the same
+        # worker (a user's context, feedback and interactions meet in one process),
+        # whatever the number of workers; round-robin only does so when it divides.
+        self.consumer = AIOKafkaConsumer(group_id=group, client_id=client_id, enable_auto_commit=False,
+                                         auto_offset_reset="earliest", session_timeout_ms=10_000,
+                                         heartbeat_interval_ms=1_000,
+                                         partition_assignment_strategy=(RangePartitionAssignor,),
+                                         **consumer_options, **aiokafka_options(options))
+        self.consumer.subscribe(topics, listener=Rebalance())
+
+    async def settle(self) -> None:
         """Wait for the commit in flight; what it could not commit stays owed (retried)."""
-        nonlocal pending
-        if pending is None:
+        if self.pending is None:
             return
-        task, pending = pending, None
+        task, self.pending = self.pending, None
         t0 = time.perf_counter()
         try:
             await task
         except Exception as exc:  # noqa: BLE001 - retried below; meanwhile a redelivery is deduped
             log.warning("committing the group offsets failed (%s: %s); will retry", type(exc).__name__, exc)
         else:
-            for tp, off in in_flight.items():
-                if owed.get(tp) == off:
-                    del owed[tp]
-        engine.stats.offsets_s += time.perf_counter() - t0
+            for tp, off in self.in_flight.items():
+                if self.owed.get(tp) == off:
+                    del self.owed[tp]
+        self.engine.stats.offsets_s += time.perf_counter() - t0
 
-    def commit_owed() -> None:
-        nonlocal pending, in_flight
-        if owed and pending is None:
-            in_flight = dict(owed)
-            pending = asyncio.ensure_future(consumer.commit(in_flight))
+    def commit_owed(self) -> None:
+        if self.owed and self.pending is None:
+            # Only partitions still ours: aiokafka refuses a commit that names another
+            # member's partition, and one such entry would hold back all the others.
+            mine = self.consumer.assignment()
+            for tp in [tp for tp in self.owed if tp not in mine]:
+                del self.owed[tp]
+            if self.owed:
+                self.in_flight = dict(self.owed)
+                self.pending = asyncio.ensure_future(self.consumer.commit(self.in_flight))
 
-    class Rebalance(ConsumerRebalanceListener):
-        async def on_partitions_revoked(self, revoked: Any) -> None:
-            engine.must_tail = True
-            # Commit what we processed before the partitions move.
-            await settle()
-            commit_owed()
-            await settle()
-            for tp in revoked:
-                owed.pop(tp, None)  # another worker's now; the changelog's offsets dedupe the rest
+    def processed(self, messages: list[Any]) -> None:
+        """These messages' effect committed (or they were skipped: already applied, or
+        their partition moved to another worker meanwhile): their offsets are owed."""
+        from aiokafka import TopicPartition
 
-        async def on_partitions_assigned(self, assigned: Any) -> None:
-            engine.must_tail = True  # their changelog offsets may come from another worker
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:
+            last[(m.topic, m.partition)] = m.offset  # offsets rise within a partition
+        for (topic, part), off in last.items():
+            tp = TopicPartition(topic, part)
+            if off + 1 > self.owed.get(tp, -1):
+                self.owed[tp] = off + 1
 
-    consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
-                                session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-                                max_poll_records=batch, fetch_max_bytes=64 << 20,
-                                max_partition_fetch_bytes=16 << 20, **aiokafka_options(options))
-    consumer.subscribe(topics, listener=Rebalance())
-    await consumer.start()
+    async def after_step(self) -> None:
+        await self.settle()
+        self.commit_owed()
+
+    async def idle(self) -> None:
+        # Finish the commit in flight, and retry one that failed (e.g. during a broker
+        # restart), or the group's offsets would stay behind until more input.
+        if self.pending is not None and self.pending.done():
+            await self.settle()
+        self.commit_owed()
+
+    async def close(self) -> None:
+        try:
+            await self.settle()
+            self.commit_owed()
+            await self.settle()
+        finally:
+            if self.pending is not None:
+                self.pending.cancel()
+            await self.consumer.stop()
+
+
+def group_members(workers: int, consumer: str = DEFAULT_CONSUMER) -> int:
+    """Members of the engine's consumer group that `workers` workers make."""
+    return workers * (2 if consumer == "batch" else 1)
+
+
+async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, Any], group: str,
+                      topics: list[str], batch: int, client_id: str) -> None:
+    """Read the inputs in whole fetches and run the transactional step on them.
+
+    Two consumers in the engine's group: one for the user-keyed topics (feedback,
+    context, interactions: large fetches, `engine.fetch_min_bytes`, cheap for the
+    broker) and one for KPI reports (each fetched as soon as it is there). A step
+    takes what the user lane's fetcher holds, up to `batch` messages: under load
+    batches grow (the per-transaction cost is shared by more events), when the
+    worker keeps up they stay small. KPI reports jump the queue: a step checks for
+    them every `engine.kpi_check_every` events, decides them and commits what it
+    has done so far; the rest of its batch goes to the next step.
+    """
+    e = engine.cfg.engine
+    kpi_topic = engine.kpi_topic
+    users = _Lane(engine, options, group, f"{client_id}-users", [t for t in topics if t != kpi_topic],
+                  max_poll_records=batch, fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,
+                  fetch_min_bytes=e.fetch_min_bytes, fetch_max_wait_ms=e.fetch_max_wait_ms)
+    kpis = _Lane(engine, options, group, f"{client_id}-kpi", [kpi_topic], fetch_max_wait_ms=100)
+    lanes = (users, kpis)
+    for lane in lanes:
+        await lane.consumer.start()
     stats = engine.stats
+
+    async def urgent() -> list[Any]:
+        got = await kpis.consumer.getmany(timeout_ms=0)
+        return [r for recs in got.values() for r in recs]
+
+    carry: list[Any] = []  # taken from the user lane, not yet processed (a step made way for KPIs)
     try:
         while not app.should_stop:
             t0 = time.perf_counter()
-            got = await consumer.getmany(timeout_ms=20, max_records=batch)
+            if not carry:
+                # aiokafka's records as they are (engine.bus.Message's attributes): a copy
+                # per message cost ~10% of the worker's CPU.
+                got = await users.consumer.getmany(timeout_ms=5, max_records=batch)
+                carry = [r for recs in got.values() for r in recs]
             stats.fetch_s += time.perf_counter() - t0
-            # aiokafka's records as they are (engine.bus.Message's attributes): a copy
-            # per message cost ~10% of the worker's CPU.
-            msgs = [r for recs in got.values() for r in recs]
-            if not msgs:
-                # Idle: finish the commit in flight, and retry one that failed (e.g. during a
-                # broker restart), or the group's offsets would stay behind until more input.
-                if pending is not None and pending.done():
-                    await settle()
-                commit_owed()
+            assigned = {(tp.topic, tp.partition) for lane in lanes for tp in lane.consumer.assignment()}
+            step = await engine.process(carry, assigned=assigned, urgent=urgent)
+            if not step.consumed and not step.urgent:  # nothing came in
+                for lane in lanes:
+                    await lane.idle()
                 continue
-            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-            await engine.process(msgs, assigned=assigned)
             # After the transaction: a crash in between only redelivers, and the
             # changelog's offsets make the redelivery a no-op.
-            owed.update({tp: recs[-1].offset + 1 for tp, recs in got.items() if recs})
-            await settle()
-            commit_owed()
-        await settle()
-        commit_owed()
-        await settle()
+            users.processed(carry[:step.consumed])
+            kpis.processed(step.urgent)
+            carry = carry[step.consumed:]
+            for lane in lanes:
+                await lane.after_step()
     finally:
-        if pending is not None:
-            pending.cancel()
-        await consumer.stop()
+        for lane in lanes:
+            await lane.close()
 
 
 def _ssl_context() -> Any:

@@ -425,11 +425,12 @@ class KafkaBroker(_Server):
             "min.insync.replicas": "1",
             # Tests join and leave groups constantly; the default 3 s delay would slow each.
             "group.initial.rebalance.delay.ms": "0",
-            # KIP-890's produce-time check that a partition is in the transaction costs
-            # the engine's every transaction a round trip to the coordinator (a trivial
-            # one took 8.4 ms instead of 12.7 here); it guards against a zombie producer's
-            # late writes, which one local node with our fenced transactional ids does not need.
-            "transaction.partition.verification.enable": "false",
+            # KIP-890's produce-time check that a partition is in the transaction stays on
+            # (the default): without it, a produce request retried across a broker restart
+            # can land after its transaction ended and open a "hanging" transaction that
+            # no marker ever closes, and read_committed readers (recovery!) stop there for
+            # good (seen in tests/integration/test_engine_recovery.py's broker restart).
+            # It costs each transaction a round trip to the coordinator.
             "auto.create.topics.enable": "true",
             "num.network.threads": "2",
             "num.io.threads": "4",

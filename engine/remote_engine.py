@@ -154,10 +154,16 @@ def spawn_worker(config_path: Path, worker_id: str, log_path: Path, python: str 
                             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_group_members(options: dict[str, Any], group: str, n: int, timeout_s: float = 90.0) -> None:
-    """Block until `group` is Stable with `n` members (workers joined, partitions assigned)."""
+def wait_group_members(options: dict[str, Any], group: str, workers: int, timeout_s: float = 90.0,
+                       consumer: str = "batch") -> None:
+    """Block until `group` is Stable with every member of `workers` workers of this
+    consumer kind (engine.faust_app.group_members): joined, partitions assigned."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
+
+    from engine.faust_app import group_members
+
+    n = group_members(workers, consumer)
 
     admin = KafkaAdminClient(client_id="zot-sim-admin", **options)
     try:
@@ -170,6 +176,6 @@ def wait_group_members(options: dict[str, Any], group: str, n: int, timeout_s: f
             except (KafkaError, IndexError, KeyError):
                 pass  # coordinator not ready yet
             time.sleep(0.2)
-        raise EngineTimeout(f"group {group!r} did not reach {n} stable members in {timeout_s:.0f}s")
+        raise EngineTimeout(f"group {group!r} did not reach {n} stable members ({workers} workers) in {timeout_s:.0f}s")
     finally:
         admin.close()

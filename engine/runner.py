@@ -273,16 +273,18 @@ class EngineCore:
         self.dirty.update(touched)
         return out, touched
 
-    def flush_profiles(self, now: float | None = None, marked_before: float | None = None) -> list[Output]:
+    def flush_profiles(self, now: float | None = None, marked_before: float | None = None,
+                       limit: int | None = None) -> list[Output]:
         """The profiles of the users whose profile is pending (deferred), now: all of
-        them, or those first marked before `marked_before` (time.monotonic()). They
-        are no longer pending, and their persisted state changed (`dirty`)."""
+        them, or those first marked before `marked_before` (time.monotonic()), the
+        oldest marks first and at most `limit` of them. They are no longer pending,
+        and their persisted state changed (`dirty`)."""
         now = time.time() if now is None else now
         pending = self.profile_pending
         if marked_before is None:
-            users = list(pending)
+            users = list(itertools.islice(pending, limit))
         else:  # marks are in insertion order: the due users are a prefix
-            users = list(itertools.takewhile(lambda u: pending[u] <= marked_before, pending))
+            users = list(itertools.islice(itertools.takewhile(lambda u: pending[u] <= marked_before, pending), limit))
         for u in users:
             del pending[u]
         self.dirty.update(users)

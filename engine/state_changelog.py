@@ -2,8 +2,8 @@
 
 One record per user (key `u:<user_id>`): its segment, foreground app, the
 posterior rows of each of its (user, app) slots and whether its profile awaits
-publication (deferred profiles), exactly as `EngineCore` holds them
-(floats round-trip exactly through JSON's shortest repr). One record per cell with a
+publication (deferred profiles), exactly as `EngineCore` holds them (the
+posteriors as packed doubles, other floats in JSON's shortest round-trip repr). One record per cell with a
 KPI report waiting for the timer trigger (key `k:<cell_id>`). One record per input
 partition (key `o:<topic>:<partition>`): the next input offset whose effect is in
 the state. A worker writes both in the same Kafka transaction as the outputs of
@@ -62,26 +62,47 @@ def ensure_changelog(options: dict[str, Any], kafka: Kafka) -> str:
     return name
 
 
+# A slot's posterior in a user record: mu (2), Sigma (4, row-major), signal count and
+# prior group, as float64 (the integers are exact), packed little-endian, in hex.
+SLOT_FIELDS = 8
+_SLOT_HEX = SLOT_FIELDS * 8 * 2
+
+
 def user_records(core: EngineCore, users: Sequence[str]) -> list[bytes]:
     """The persisted state of each user, in order (one record per touched user per
-    batch: the posterior rows are gathered for all of them at once)."""
+    batch: the posterior rows are gathered and packed for all of them at once).
+
+    The posteriors travel as raw doubles in hex: exact, packed for the whole batch
+    in one call, each user's slots a plain slice of the batch's string (5.5 us a
+    user on the stream bench's state, 8.7 with 12 JSON numbers per user)."""
     st = core.state
-    slots = zot.user_slots(st, users)
-    rows = np.array([r for _, _, r in slots], dtype=np.int64)
-    mu, cov = st.mu[rows].tolist(), st.cov[rows].reshape(-1, 4).tolist()
-    n, group = st.n_signals[rows].tolist(), st.group[rows].tolist()
-    per_user: dict[str, list] = {}
-    for j, (u, a, _) in enumerate(slots):
-        per_user.setdefault(u, []).append([a, mu[j], cov[j], n[j], group[j]])
+    keys, names = st.keys, [spec.name for spec in st.apps]
+    rows: list[int] = []
+    spans: list[tuple[list[str], int, int]] = []  # per user: its apps, its rows' span
+    for u in users:
+        start = len(rows)
+        apps = []
+        for a in names:
+            r = keys.get((u, a))
+            if r is not None:
+                rows.append(r)
+                apps.append(a)
+        spans.append((apps, start, len(rows)))
+    idx = np.array(rows, dtype=np.int64)
+    block = np.empty((len(rows), SLOT_FIELDS), dtype="<f8")
+    block[:, 0:2] = st.mu[idx]
+    block[:, 2:6] = st.cov[idx].reshape(-1, 4)
+    block[:, 6] = st.n_signals[idx]
+    block[:, 7] = st.group[idx]
+    packed = block.tobytes().hex()
     seg, app, cell, named = core.segment_of, core.app_of, core.cell_of, core.app_named
     pending = core.profile_pending
     it = core.interests
-    # pydantic-core's serializer: ~5x json.dumps, the same compact JSON; floats in their
-    # shortest round-trip form, so json.loads gives back the same doubles.
-    return [pydantic_core.to_json({"s": seg.get(u), "a": app.get(u), "slots": per_user.get(u, []), "c": cell.get(u),
-                                   "n": u in named, "i": None if it is None else it.user_record(u),
-                                   "p": u in pending})
-            for u in users]
+    # pydantic-core's serializer: ~5x json.dumps, the same compact JSON.
+    return [pydantic_core.to_json({"s": seg.get(u), "a": app.get(u), "z": apps,
+                                   "b": packed[i * _SLOT_HEX:j * _SLOT_HEX], "c": cell.get(u), "n": u in named,
+                                   "i": None if it is None else it.user_record(u), "p": u in pending})
+            for u, (apps, i, j) in zip(users, spans)]
 
 
 def user_record(core: EngineCore, user: str) -> bytes:
@@ -108,12 +129,14 @@ def apply_user_record(core: EngineCore, user: str, value: bytes) -> None:
     if core.interests is not None:
         core.interests.apply_user_record(user, rec.get("i"))
     st = core.state
-    for app, mu, cov, n, group in rec["slots"]:
-        row = int(zot.ensure_slots(st, [user], [app])[0])
-        st.mu[row] = mu
-        st.cov[row] = np.asarray(cov, dtype=np.float64).reshape(2, 2)
-        st.n_signals[row] = n
-        st.group[row] = group
+    apps = rec["z"]
+    if apps:
+        block = np.frombuffer(bytes.fromhex(rec["b"]), dtype="<f8").reshape(len(apps), SLOT_FIELDS)
+        rows = zot.ensure_slots(st, [user] * len(apps), apps)
+        st.mu[rows] = block[:, 0:2]
+        st.cov[rows] = block[:, 2:6].reshape(-1, 2, 2)
+        st.n_signals[rows] = block[:, 6]
+        st.group[rows] = block[:, 7]
 
 
 def pending_record(core: EngineCore, cell: str) -> bytes:

@@ -32,7 +32,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, NamedTuple, Sequence, TypeVar
 
 from engine import topics as registry
 from engine.bus import Message
@@ -46,6 +46,16 @@ from engine.state_changelog import (PENDING, USER, apply_records, changelog_topi
 log = logging.getLogger("zot.engine")
 
 TP = tuple[str, int]
+Urgent = Callable[[], Awaitable[list[Message]]]
+T = TypeVar("T")
+
+
+class Step(NamedTuple):
+    """What one transactional step did with the messages it was given."""
+
+    consumed: int  # a prefix of the batch, handled or skipped (already applied); the rest is the caller's
+    urgent: list[Message]  # the urgent messages it took (and handled)
+    applied: int  # messages that took effect
 
 # murmur2 in pure Python costs ~9 us a key; a batch sends a profile and a changelog
 # record per touched user (thousands), and users recur across batches.
@@ -82,6 +92,16 @@ async def _close_quietly(client: Any) -> None:
         log.exception("closing a Kafka client")
 
 
+def _handle_into(outs: list[Output], core: EngineCore, batch: list[Message], now: float | None) -> Exception | None:
+    """Handle a batch into `outs`; an exception the operators raised is returned, not
+    raised (the step then isolates the message at fault)."""
+    try:
+        outs += core.handle(batch, now)
+    except Exception as exc:  # noqa: BLE001 - a bug met by some input must not stop the stream
+        return exc
+    return None
+
+
 @dataclass
 class StepStats:
     batches: int = 0
@@ -98,7 +118,7 @@ class StepStats:
     fetch_s: float = 0.0
     offsets_s: float = 0.0
     # Per KPI report (the latest 10,000): ms from its record's timestamp (the producer's
-    # clock, this host in the bench) to the start of the step that took it, and to
+    # clock, this host in the bench) to when a step took it from its consumer, and to
     # that step's commit. Where a KPI's latency goes: waiting vs being processed.
     kpi_wait_ms: list[float] = field(default_factory=list)
     kpi_commit_ms: list[float] = field(default_factory=list)
@@ -125,6 +145,8 @@ class TransactionalEngine:
         self._producer = None
         self._reader = None
         self._partitions: dict[str, int] = {}
+        self._user_partition: dict[str, int] = {}  # user -> its user-topic partition
+        self._user_partition_n = 0  # ... for this many partitions
         self._assigned: set[TP] | None = None
         self._lock = asyncio.Lock()
         self.core = self._new_core()
@@ -207,6 +229,12 @@ class TransactionalEngine:
                  len(self.core.segment_of), len(self.applied), time.perf_counter() - t0)
         self.must_tail = False
 
+    async def _tail_timed(self) -> None:
+        t0 = time.perf_counter()
+        await self._tail()
+        self.must_tail = False
+        self.stats.tail_s += time.perf_counter() - t0
+
     async def _tail(self, own_too: bool = False) -> int:
         """Read the changelog up to its last committed record and apply it.
 
@@ -233,7 +261,7 @@ class TransactionalEngine:
 
     # -- one step
 
-    async def _step(self, what: str, once: Callable[[], Awaitable[int]]) -> int:
+    async def _step(self, what: str, once: Callable[[], Awaitable[T]]) -> T:
         """Run one transactional step under the lock until it commits.
 
         Any error (Kafka of every kind: broker away, fencing, timeouts) aborts the
@@ -305,7 +333,11 @@ class TransactionalEngine:
                 for u in [u for u in core.profile_pending if u not in keep]:
                     del core.profile_pending[u]
             core.clear_dirty()
-            outs = core.flush_profiles(now, marked_before=before)
+            # At most a tenth of the pending users per flush: users marked together (all
+            # of them, under a steady load) would otherwise come due together, and one
+            # large flush holds the transaction lock while KPI reports wait.
+            limit = max(64, -(-len(core.profile_pending) // 10)) if due_only else None
+            outs = core.flush_profiles(now, marked_before=before, limit=limit)
             if not outs:
                 return 0
             records = [(core.topic(o.topic), o.key, o.value, []) for o in outs]
@@ -371,50 +403,97 @@ class TransactionalEngine:
         mine = self._owned_partitions(assigned)
         if mine is None:
             return sorted(users)
-        n = self.user_partitions
-        return sorted(u for u in users if _partition(u.encode(), n) in mine)
+        n, part = self.user_partitions, self._user_partition
+        if self._user_partition_n != n:  # the cache holds partitions for one count
+            part.clear()
+            self._user_partition_n = n
+        out = []
+        for u in users:
+            p = part.get(u)
+            if p is None:
+                p = part[u] = _partition(u.encode(), n)
+            if p in mine:
+                out.append(u)
+        out.sort()
+        return out
 
     def _owned_partitions(self, assigned: set[TP] | None) -> set[int] | None:
         """The user partitions this worker owns (None: all, when not in a group)."""
         return None if assigned is None else {p for t, p in assigned if t == self.user_topic}
 
     async def process(self, messages: Sequence[Message], now: float | None = None,
-                      assigned: set[TP] | None = None) -> int:
-        """Apply a batch with an exactly-once effect; return how many messages took effect."""
-        return await self._step("engine step", lambda: self._process_once(messages, now, assigned))
+                      assigned: set[TP] | None = None, urgent: Urgent | None = None) -> Step:
+        """Apply a batch, or a prefix of it, with an exactly-once effect.
 
-    async def _process_once(self, messages: Sequence[Message], now: float | None,
-                            assigned: set[TP] | None) -> int:
+        Without `urgent` the whole batch is one step. With it, the step handles the
+        batch `engine.kpi_check_every` messages at a time and between those chunks
+        asks `urgent()` for waiting messages (KPI reports, from their own consumer):
+        if there are any, it handles them after the chunks done so far and commits
+        that much, so a decision never waits for a whole batch of user events. The
+        caller passes the rest (`messages[step.consumed:]`) to the next step.
+        """
+        taken: list[Message] = []  # urgent messages taken: kept across retries (they left their consumer)
+        return await self._step("engine step", lambda: self._process_once(messages, now, assigned, urgent, taken))
+
+    async def _process_once(self, messages: Sequence[Message], now: float | None, assigned: set[TP] | None,
+                            urgent: Urgent | None, taken: list[Message]) -> Step:
         # Decisions read every user's state, including users other workers own. A
         # worker that owns every user partition is the only writer of user records
         # (after the read that follows each rebalance, `must_tail`), so it skips the
         # changelog read (two round trips) before its decisions.
         sole = assigned is not None and len({p for t, p in assigned if t == self.user_topic}) >= self.user_partitions
-        needs_state = self.must_tail or (not sole and any(m.topic == self.kpi_topic for m in messages))
-        if needs_state:
-            t0 = time.perf_counter()
-            await self._tail()
-            self.must_tail = False
-            self.stats.tail_s += time.perf_counter() - t0
-        fresh = [m for m in messages
-                 if m.offset >= self.applied.get((m.topic, m.partition), 0)
-                 and (assigned is None or (m.topic, m.partition) in assigned)]
-        self.stats.skipped += len(messages) - len(fresh)
+        taken_ms = time.time() * 1000  # when the step took its urgent messages (KPI wait ends)
+        if urgent is not None and not taken:
+            taken.extend(await urgent())
+        if self.must_tail or (not sole and any(m.topic == self.kpi_topic for m in (*messages, *taken))):
+            await self._tail_timed()
         self._assigned = assigned
-        if not fresh:
-            return 0
+
+        def fresh(ms: Sequence[Message]) -> list[Message]:
+            return [m for m in ms if m.offset >= self.applied.get((m.topic, m.partition), 0)
+                    and (assigned is None or (m.topic, m.partition) in assigned)]
+
         core = self.core
         core.clear_dirty()
-        t0 = time.perf_counter()
-        started_ms = time.time() * 1000
-        try:
-            outs = core.handle(list(fresh), now)
-        except Exception as exc:  # noqa: BLE001 - a bug met by some input must not stop the stream
-            outs = await self._isolate(fresh, now, exc)
+        t0, t0_ms = time.perf_counter(), time.time() * 1000
+        every = self.cfg.engine.kpi_check_every if urgent is not None else max(len(messages), 1)
+        done: list[Message] = []  # fresh messages handled in this step, in order
+        outs: list[Output] = []
+        consumed = 0
+        failed: Exception | None = None
+        # Urgent messages as soon as they are there: taken before the step, or at a check
+        # between chunks; the step ends with them.
+        while failed is None:
+            if taken:
+                if consumed and not sole:
+                    await self._tail_timed()  # reports taken mid-step read the latest states too
+                batch = fresh(taken)
+                done += batch
+                failed = _handle_into(outs, core, batch, now)
+                break
+            if consumed >= len(messages):
+                break
+            if consumed and urgent is not None:
+                # A fetched response needs a few turns of the event loop to reach the
+                # consumer's buffer (socket -> connection reader -> fetcher).
+                for _ in range(4):
+                    await asyncio.sleep(0)
+                taken.extend(await urgent())
+                if taken:
+                    continue
+            chunk = fresh(messages[consumed:consumed + every])
+            consumed = min(consumed + every, len(messages))
+            done += chunk
+            failed = _handle_into(outs, core, chunk, now)
+        if failed is not None:
+            outs = await self._isolate(done, now, failed)
             core = self.core
+        self.stats.skipped += consumed + len(taken) - len(done)
+        if not done:
+            return Step(consumed, list(taken), 0)
         t1 = time.perf_counter()
         nxt: dict[TP, int] = {}
-        for m in fresh:
+        for m in done:
             tp = (m.topic, m.partition)
             nxt[tp] = max(nxt.get(tp, 0), m.offset + 1)
         prod = self._producer
@@ -431,21 +510,23 @@ class TransactionalEngine:
         self.applied.update(nxt)
         t2 = time.perf_counter()
         s = self.stats
-        kpi_ts = [m.timestamp for m in fresh if m.topic == self.kpi_topic]
+        kpi_ts = [m.timestamp for m in done if m.topic == self.kpi_topic]
         if kpi_ts:
             done_ms = time.time() * 1000
-            s.kpi_wait_ms.extend(started_ms - t for t in kpi_ts)
+            if not taken:  # reports that came in the batch itself (the Faust agent): waited for its start
+                taken_ms = t0_ms
+            s.kpi_wait_ms.extend(taken_ms - t for t in kpi_ts)
             s.kpi_commit_ms.extend(done_ms - t for t in kpi_ts)
             del s.kpi_wait_ms[:-10_000], s.kpi_commit_ms[:-10_000]
         s.batches += 1
-        s.messages += len(fresh)
+        s.messages += len(done)
         s.outputs += len(outs)
         s.handle_s += t1 - t0
         s.commit_s += t2 - t1
         if self.meter is not None:
             self.meter.record(
-                events=len(fresh), batch_ms=(t2 - t0) * 1e3,
+                events=len(done), batch_ms=(t2 - t0) * 1e3,
                 dead_letters=sum(1 for o in outs if o.topic is registry.DEAD_LETTERS),
                 decisions=sum(1 for o in outs if o.topic is registry.ALLOCATIONS),
             )
-        return len(fresh)
+        return Step(consumed, list(taken), len(done))

@@ -434,32 +434,35 @@ def validate(state: ZotState, batch: Batch) -> tuple[np.ndarray, Rejects]:
     for name in ("row", "app", "signal", "qos", "rating"):
         if getattr(batch, name).shape != (n,):
             raise ValueError(f"batch column {name!r} must be 1-D of length {n}")
-    reason = np.full(n, "", dtype=object)
-
-    def flag(mask: np.ndarray, why: str) -> None:
-        hit = mask & (reason == "")
-        reason[hit] = why
-
     q = batch.qos
-    flag(np.isnan(q), "qos is NaN")
-    flag(np.isinf(q), "qos is infinite")
-    flag(q < 0.0, "negative qos (rate)")
     sig = batch.signal.astype(np.int64)
-    flag((sig < 0) | (sig >= N_SIGNALS), "unknown signal code")
     a = batch.app.astype(np.int64)
-    flag((a < 0) | (a >= len(state.apps)), "unknown app")
     r = batch.row.astype(np.int64)
-    flag((r < 0) | (r >= state.n_rows), "unknown slot row")
     in_range = (r >= 0) & (r < state.n_rows)
     slot_app = np.where(in_range, state.app[np.clip(r, 0, max(state.mu.shape[0] - 1, 0))], -1)
-    flag(in_range & (slot_app != a), "app does not match the slot's app")
     rt = batch.rating.astype(np.int64)
     is_rating = sig == RATING_CODE
-    flag(is_rating & ((rt < 1) | (rt > 5)), "rating signal needs a rating in 1..5")
-    flag(~is_rating & (rt != 0), "rating given for a non-rating signal")
-    ok = reason == ""
-    bad = np.flatnonzero(~ok)
-    return ok, Rejects(bad.astype(np.int64), [str(x) for x in reason[bad]])
+    checks = (  # in order: a row's reason is its first failing check
+        (np.isnan(q), "qos is NaN"),
+        (np.isinf(q), "qos is infinite"),
+        (q < 0.0, "negative qos (rate)"),
+        ((sig < 0) | (sig >= N_SIGNALS), "unknown signal code"),
+        ((a < 0) | (a >= len(state.apps)), "unknown app"),
+        (~in_range, "unknown slot row"),
+        (in_range & (slot_app != a), "app does not match the slot's app"),
+        (is_rating & ((rt < 1) | (rt > 5)), "rating signal needs a rating in 1..5"),
+        (~is_rating & (rt != 0), "rating given for a non-rating signal"),
+    )
+    failed = np.zeros(n, dtype=bool)
+    for mask, _ in checks:
+        failed |= mask
+    bad = np.flatnonzero(failed)
+    if not bad.size:  # the common case: no per-row reasons to work out
+        return ~failed, Rejects(bad.astype(np.int64), [])
+    reason = np.full(n, "", dtype=object)
+    for mask, why in reversed(checks):  # the first failing check is written last
+        reason[mask] = why
+    return ~failed, Rejects(bad.astype(np.int64), [str(x) for x in reason[bad]])
 
 
 def _prepare(state: ZotState, batch: Batch, inplace: bool, on_reject: str) -> tuple[ZotState, Batch, Rejects]:

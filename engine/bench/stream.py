@@ -189,17 +189,20 @@ def _engine_rate(options: dict, cfg: Config, topic: str, n: int, timeout_s: floa
 
 
 def _latency(options: dict, cfg: Config, rate: float, seconds: float, worker_pid: int,
-             broker_pid: int | None = None) -> dict[str, Any]:
+             broker_pid: int | None = None, settle_s: float = 5.0) -> dict[str, Any]:
     """KPI -> decision latency while feedback flows at `rate` events/s."""
-    return asyncio.run(_latency_async(options, cfg, rate, seconds, worker_pid, broker_pid))
+    return asyncio.run(_latency_async(options, cfg, rate, seconds, worker_pid, broker_pid, settle_s))
 
 
 async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float,
-                         worker_pid: int, broker_pid: int | None = None) -> dict[str, Any]:
+                         worker_pid: int, broker_pid: int | None = None, settle_s: float = 5.0) -> dict[str, Any]:
     """The load: feedback at `rate`/s (what is due every 5 ms, written to a kcat
     producer's stdin) and one KPI report per cell every 100 ms (aiokafka); the latency
     of a report is from just before its send to the arrival of its decision
-    (read_committed) at this process.
+    (read_committed) at this process. The load runs `settle_s` before `seconds` of
+    measurement: latency at a steady load, not the first seconds after it starts (in
+    those one commit took 200 ms in a trial run); reports sent then must still get
+    their decisions, and their p99 is reported as `settling_p99_ms`.
 
     Sleeping between sends: the load generator shares the machine with the broker
     and the worker, so it must not spin (a busy poll loop would take a core from the
@@ -225,10 +228,11 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
     await consumer.start()
     sent: dict[str, float] = {}
     lat: list[float] = []
+    lat_sent: list[float] = []  # when the report of each latency was sent
     users = [schemas.UserChannel(user_id=f"u{i}", spectral_efficiency=2.0, app="video") for i in range(20)]
     try:
         # Keys and values made before the clock starts.
-        values = _feedback_values(int(rate * seconds) + 1, np.random.default_rng(3), start=10**8)
+        values = _feedback_values(int(rate * (settle_s + seconds)) + 1, np.random.default_rng(3), start=10**8)
         tps = [TopicPartition(alloc_t, q) for q in sorted(await consumer._client._wait_on_metadata(alloc_t))]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
@@ -244,7 +248,9 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
                     for r in recs:
                         eid = json.loads(r.value)["event_id"]
                         if eid in sent:
-                            lat.append(arrived - sent.pop(eid))
+                            t_sent = sent.pop(eid)
+                            lat.append(arrived - t_sent)
+                            lat_sent.append(t_sent)
 
         # Warm-up, not measured: the first decisions of a fresh worker load (or JIT-compile)
         # the Numba solver, which the throughput phase (feedback only) never called.
@@ -255,23 +261,29 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
         await collect(time.perf_counter(), grace_s=110.0)  # until every warm-up decision arrived
         warm_ms = 1000 * max(lat) if lat else float("nan")
         lat.clear()
+        lat_sent.clear()
         sent.clear()
 
         # The feedback load goes through kcat (librdkafka, C) fed from a pipe: a Python
         # producer took half a core at 15k events/s on this 2-core machine, competing
         # with the worker it measures. Keys partition as Kafka's default (murmur2).
+        # librdkafka's default linger (5 ms): at 2 ms the broker took ~0.27 of a core for
+        # this load instead of ~0.17 (produce requests of a few records each).
         buf = _kcat_lines(values)
         ends = np.cumsum([len(k) + len(v) + 2 for k, v in values]).tolist()
         feeder = await asyncio.create_subprocess_exec(
-            *_kcat_producer(kcat, options["bootstrap_servers"][0], fb_t, "-X", "linger.ms=2", "-X", "acks=1"),
+            *_kcat_producer(kcat, options["bootstrap_servers"][0], fb_t, "-X", "linger.ms=5", "-X", "acks=1"),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         t0 = time.perf_counter()
+        t_measure = t0 + settle_s
         pids = {"worker": worker_pid, "broker": broker_pid, "load_generator": os.getpid(), "kcat": feeder.pid}
-        cpu0 = {k: _cpu_s(pid) for k, pid in pids.items()}
-        reader = asyncio.create_task(collect(t0 + seconds))
-        i, epoch, next_kpi = 0, 0, t0
+        cpu0: dict[str, float] | None = None
+        reader = asyncio.create_task(collect(t_measure + seconds))
+        i, epoch, next_kpi, i_measure, n_settling = 0, 0, t0, 0, 0
         try:
-            while (now := time.perf_counter()) - t0 < seconds:
+            while (now := time.perf_counter()) < t_measure + seconds:
+                if cpu0 is None and now >= t_measure:  # the CPU shares are of the measured window
+                    cpu0, i_measure, t_measure = {k: _cpu_s(pid) for k, pid in pids.items()}, i, now
                 due = min(int((now - t0) * rate), len(values))
                 if due > i:  # what is due, one write
                     feeder.stdin.write(buf[ends[i - 1] if i else 0:ends[due - 1]])
@@ -279,6 +291,7 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
                     i = due
                 if now >= next_kpi:
                     epoch += 1
+                    n_settling += len(cells) if now < t_measure else 0
                     for c in cells:
                         ev = schemas.CellKpi(event_id=f"k{epoch}-{c}", ts=float(epoch), cell_id=c, epoch=epoch,
                                              prb_total=51, users=users)
@@ -289,20 +302,24 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
                 await asyncio.sleep(0.005)
             # CPU shares while the load ran: what the worker got, and what the load took.
             cpu1 = {k: _cpu_s(pid) for k, pid in pids.items()}
-            shares = {f"{k}_core_share": (cpu1[k] - cpu0[k]) / (time.perf_counter() - t0) for k in cpu0}
+            t_end = time.perf_counter()
+            shares = {f"{k}_core_share": (cpu1[k] - cpu0[k]) / (t_end - t_measure) for k in cpu0}
         finally:
             feeder.stdin.close()
             err = (await asyncio.wait_for(feeder.stderr.read(), 30)).decode(errors="replace")
             if await asyncio.wait_for(feeder.wait(), 30) != 0:
                 raise RuntimeError(f"kcat (the feedback load) failed: {err[-500:]}")
         await reader
-        ms = np.array(lat) * 1000
+        measured = np.array(lat_sent) >= t_measure
+        all_ms = np.array(lat) * 1000
+        ms, settling = all_ms[measured], all_ms[~measured]
         return {"p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
                 "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
                 "max_ms": float(ms.max()) if ms.size else float("nan"),
                 "decisions": int(ms.size), "missing": len(sent), "offered_feedback_rate": rate,
-                "warm_up_decision_ms": warm_ms,
-                "feedback_rate": i / seconds, **shares}
+                "warm_up_decision_ms": warm_ms, "settle_s": settle_s, "settling_reports": n_settling,
+                "settling_p99_ms": float(np.percentile(settling, 99)) if settling.size else float("nan"),
+                "feedback_rate": (i - i_measure) / (t_end - t_measure), **shares}
     finally:
         await producer.stop()
         await consumer.stop()
@@ -346,7 +363,7 @@ def _engine_run(options: dict, cfg: Config, tmp: Path, consumer: str, n: int, qu
                 procs.append(spawn_worker(path, f"bench{i}", tmp / f"{name}-worker{i}.log", consumer=consumer))
             finally:
                 os.environ.pop("ZOT_ENGINE_STATS", None)
-        wait_group_members(options, app_id(cfg), workers, timeout_s=120)
+        wait_group_members(options, app_id(cfg), workers, timeout_s=120, consumer=consumer)
         if workers > 1:
             # Loaded once every worker has joined: a full topic would be half read by the
             # first worker before the second one got its partitions.
@@ -363,7 +380,8 @@ def _engine_run(options: dict, cfg: Config, tmp: Path, consumer: str, n: int, qu
                                "worker_cpu_us_per_event": sum(b - a for a, b in zip(c0, c1)) / n * 1e6}
         if latency:
             out["latency"] = _latency(options, cfg, rate / 2 if np.isfinite(rate) else 1000.0,
-                                      seconds=4.0 if quick else 20.0, worker_pid=procs[0].pid, broker_pid=broker_pid)
+                                      seconds=4.0 if quick else 20.0, worker_pid=procs[0].pid, broker_pid=broker_pid,
+                                      settle_s=1.0 if quick else 5.0)
         for w in procs:
             w.send_signal(signal.SIGTERM)
         for w in procs:
@@ -379,7 +397,8 @@ def _engine_run(options: dict, cfg: Config, tmp: Path, consumer: str, n: int, qu
     if latency:
         from simulators.radio import build_layout
 
-        n_warm = len(build_layout(cfg)[1])  # one unmeasured warm-up report per cell comes first
+        # One unmeasured warm-up report per cell comes first, then those sent while the load settled.
+        n_warm = len(build_layout(cfg)[1]) + out["latency"]["settling_reports"]
         for key in ("kpi_wait_ms", "kpi_commit_ms"):  # the worker's side of the KPI latency
             v = np.array((stats.get(key) or [])[n_warm:] or [np.nan])
             out["latency"][f"worker_{key}_p50_p99"] = [float(np.percentile(v, 50)), float(np.percentile(v, 99))]

@@ -76,7 +76,7 @@ def kafka_run(cfg: Config, tmp_path: Path, n_workers: int,
     workers = [spawn_worker(path, f"w{i}", tmp_path / f"worker{i}.log", consumer=consumer) for i in range(n_workers)]
     try:
         # All workers in the group before the first event: no rebalance mid-run.
-        wait_group_members(options, app_id(cfg), n_workers)
+        wait_group_members(options, app_id(cfg), n_workers, consumer=consumer)
         bus = RemoteEngineBus(cfg, options, timeout_s=90, workers=workers)
         try:
             result = run(cfg, ["zot"], bus=bus)

@@ -169,7 +169,7 @@ def test_sigkill_mid_stream_then_restart(kafka_bootstrap, tmp_path, consumer):
         workers[0] = spawn_worker(path, "k", tmp_path / "worker.log", consumer=consumer)
 
     try:
-        wait_group_members(options, app_id(cfg), 1)
+        wait_group_members(options, app_id(cfg), 1, consumer=consumer)
         run_phases(cfg, options, lambda: workers, phases, kill_mid_stream)
         assert killed_at and killed_at[0] < n_fb, "the worker finished before it could be killed mid-stream"
         check_as_if_never_died(cfg, options, reference(cfg, list(phases)), n_fb)
@@ -206,7 +206,7 @@ def test_broker_restart_mid_stream(kafka_bootstrap, tmp_path, consumer):
             time.sleep(0.05)
 
     try:
-        wait_group_members(options, app_id(cfg), 1)
+        wait_group_members(options, app_id(cfg), 1, consumer=consumer)
         run_phases(cfg, options, lambda: workers, phases, restart_broker)
         assert restarted and restarted[0] < n_fb, "the stream finished before the broker could be restarted"
         assert workers[0].poll() is None, "the worker did not survive the broker restart"

@@ -119,7 +119,10 @@ def test_deferred_profiles_wait_for_a_flush_and_survive_a_restart():
     assert core.flush_profiles(now=2.0, marked_before=time.monotonic() - 60) == [] and len(core.profile_pending) == 2
     first = profiles(core.flush_profiles(now=2.0, marked_before=time.monotonic()))
     assert [p.user_id for p in first] == ["a", "b"] and core.dirty == {"a", "b"} and not core.profile_pending
-    assert [p.zot for p in profiles(restarted.flush_profiles(now=2.0))] == [p.zot for p in first]
+    # A limited flush takes the oldest marks first and leaves the rest pending.
+    assert [p.user_id for p in profiles(restarted.flush_profiles(now=2.0, limit=1))] == ["a"]
+    assert list(restarted.profile_pending) == ["b"]
+    assert [p.zot for p in profiles(restarted.flush_profiles(now=2.0))] == [p.zot for p in first[1:]]
     # One profile per user however many batches touched it, with the latest estimates.
     for i in range(3):
         assert profiles(core.handle([msg(FB, 10 + i, fb(10 + i, "a", 2.0 + i))], now=3.0)) == []

@@ -1,0 +1,165 @@
+"""KPI reports jump the queue (engine/faust_app.py's KPI lane, engine/worker.py's
+step that makes way for them): a step over user events stops at its next check
+when a report is waiting, decides it and commits what it has done; and a worker
+with a large feedback backlog decides a report long before the backlog is drained,
+and still processes every feedback event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from engine import schemas
+from engine import topics as registry
+from engine.bench.stream import _feedback_values, _load_kcat
+from engine.bus import Message
+from engine.config import secrets_from_env
+from engine.kafka_client import client_options
+from engine.worker import TransactionalEngine
+from engine.faust_app import app_id
+from engine.remote_engine import spawn_worker, wait_group_members
+from tests.integration.test_engine_loop import prepare, small_config, stop
+from tests.integration.test_engine_recovery import committed_feedback
+
+N_BACKLOG = 100_000
+
+
+def test_a_step_makes_way_for_a_waiting_kpi_report(kafka_bootstrap, tmp_path):
+    from tests.integration.test_engine_dead_letters import read_all
+
+    cfg = small_config(kafka_bootstrap, partitions=1)
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"kpi_check_every": 300})})
+    prepare(cfg, tmp_path)
+    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    p = cfg.kafka.topic_prefix
+    fb, kpi, alloc = (registry.with_prefix(t, p) for t in (registry.FEEDBACK, registry.KPI, registry.ALLOCATIONS))
+    feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(1000, np.random.default_rng(2)))]
+    report = schemas.CellKpi(event_id="k1", ts=1.0, cell_id="s0-0", epoch=1, prb_total=51,
+                             users=[schemas.UserChannel(user_id="u1", spectral_efficiency=2.0, app="video")])
+    kpi_msg = Message(kpi, 0, 0, b"s0-0", schemas.encode(report), 0)
+    polls: list[int] = []
+
+    async def urgent() -> list[Message]:  # the report "arrives" at the first check between chunks
+        polls.append(1)
+        return [kpi_msg] if len(polls) == 2 else []
+
+    async def none() -> list[Message]:
+        return []
+
+    async def scenario() -> tuple:
+        engine = TransactionalEngine(cfg, options, transactional_id=f"{p}lane-test")
+        try:
+            first = await engine.process(feedback, urgent=urgent)
+            applied_after_first = dict(engine.applied)
+            second = await engine.process(feedback[first.consumed:], urgent=none)
+            return first, applied_after_first, second, dict(engine.applied)
+        finally:
+            await engine.stop()
+
+    first, applied1, second, applied2 = asyncio.run(scenario())
+    # The step stopped after its first chunk, took the report, and committed both.
+    assert first.consumed == 300 and first.urgent == [kpi_msg] and first.applied == 301
+    assert applied1 == {(fb, 0): 300, (kpi, 0): 1}
+    decided = [schemas.decode(v, expect=schemas.Allocation) for _, v in read_all(options, alloc)]
+    assert [(d.cell_id, d.epoch) for d in decided] == [("s0-0", 1)]
+    # The rest of the batch in the next step: nothing lost, nothing twice.
+    assert second.consumed == 700 and second.applied == 700 and not second.urgent
+    assert applied2 == {(fb, 0): 1000, (kpi, 0): 1}
+
+
+def test_kpi_report_is_decided_ahead_of_a_feedback_backlog(kafka_bootstrap, kcat_bin, tmp_path):
+    cfg = small_config(kafka_bootstrap, partitions=3)
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"batch_size": 5000,
+                                                                          "kpi_check_every": 500})})
+    path, options = prepare(cfg, tmp_path)
+    p = cfg.kafka.topic_prefix
+    fb, kpi, alloc = (registry.with_prefix(t, p) for t in (registry.FEEDBACK, registry.KPI, registry.ALLOCATIONS))
+    _load_kcat(kafka_bootstrap, fb, _feedback_values(N_BACKLOG, np.random.default_rng(5)), tmp_path)
+
+    decisions = KafkaConsumer(isolation_level="read_committed", enable_auto_commit=False, **options)
+    tps = [TopicPartition(alloc, q) for q in sorted(decisions.partitions_for_topic(alloc) or ())]
+    decisions.assign(tps)
+    decisions.seek_to_end(*tps)
+    for tp in tps:
+        decisions.position(tp)
+    producer = KafkaProducer(acks="all", **options)
+    worker = spawn_worker(path, "q", tmp_path / "worker.log")
+    try:
+        wait_group_members(options, app_id(cfg), 1)
+        deadline = time.monotonic() + 120
+        while committed_feedback(options, cfg) == 0:  # the worker is into the backlog
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker never started on the feedback"
+            time.sleep(0.02)
+        ev = schemas.CellKpi(event_id="k1", ts=1.0, cell_id="s0-0", epoch=1, prb_total=51,
+                             users=[schemas.UserChannel(user_id="u1", spectral_efficiency=2.0, app="video")])
+        producer.send(kpi, key=b"s0-0", value=schemas.encode(ev))
+        producer.flush(30)
+        got = []
+        while not got:
+            assert time.monotonic() < deadline and worker.poll() is None, "no decision"
+            got = [r for recs in decisions.poll(timeout_ms=50).values() for r in recs]
+        done_at_decision = committed_feedback(options, cfg)
+        decided = schemas.decode(got[0].value, expect=schemas.Allocation)
+        assert (decided.cell_id, decided.epoch) == ("s0-0", 1)
+        assert done_at_decision < N_BACKLOG // 2, (
+            f"the report waited for the backlog: {done_at_decision} of {N_BACKLOG} feedback events were done")
+        while committed_feedback(options, cfg) < N_BACKLOG:  # and the rest of the backlog is processed
+            assert time.monotonic() < deadline and worker.poll() is None, "the backlog was not finished"
+            time.sleep(0.1)
+        assert committed_feedback(options, cfg) == N_BACKLOG
+    finally:
+        producer.close()
+        decisions.close()
+        stop([worker])
+
+
+def test_a_lane_commits_only_the_offsets_of_its_own_partitions(kafka_bootstrap, tmp_path):
+    """Messages taken before a rebalance may belong to a partition that moved to
+    another worker: their offsets must not go into this worker's group commit (it
+    could move the new owner's position past events it has not processed yet)."""
+    from aiokafka import TopicPartition as ATP
+    from kafka import KafkaAdminClient
+
+    from engine.faust_app import _Lane
+
+    cfg = small_config(kafka_bootstrap, partitions=2)
+    prepare(cfg, tmp_path)
+    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    fb = registry.with_prefix(registry.FEEDBACK, cfg.kafka.topic_prefix)
+    group = f"{cfg.kafka.topic_prefix}lane-test"
+    engine = TransactionalEngine(cfg, options, transactional_id=f"{group}-tx")
+
+    async def scenario() -> int:
+        a, b = (_Lane(engine, options, group, f"lane-{x}", [fb]) for x in "ab")
+        for lane in (a, b):
+            await lane.consumer.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not (a.consumer.assignment() and b.consumer.assignment()):  # one partition each
+                assert time.monotonic() < deadline, "the two members never split the partitions"
+                await asyncio.gather(a.consumer.getmany(timeout_ms=100), b.consumer.getmany(timeout_ms=100))
+            (mine,) = a.consumer.assignment()
+            other = 1 - mine.partition
+            # Taken by a before its partition `other` moved to b.
+            a.processed([Message(fb, mine.partition, 4, None, b"", 0), Message(fb, other, 7, None, b"", 0),
+                         Message(fb, mine.partition, 5, None, b"", 0)])
+            assert a.owed == {mine: 6, ATP(fb, other): 8}
+            await a.after_step()
+            await a.settle()
+            assert a.owed == {}, "a's own offset was committed, the other one dropped"
+            return mine.partition
+        finally:
+            for lane in (a, b):
+                await lane.close()
+
+    mine = asyncio.run(scenario())
+    admin = KafkaAdminClient(client_id="zot-test", **options)
+    try:
+        offs = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    assert {tp.partition: o.offset for tp, o in offs.items() if tp.topic == fb and o.offset >= 0} == {mine: 6}
