@@ -166,15 +166,15 @@ class TransactionalEngine:
         # Starting a producer with our transactional id fences any previous
         # incarnation and aborts its open transaction (KIP-98).
         producer = AIOKafkaProducer(transactional_id=self.transactional_id, enable_idempotence=True,
-                                linger_ms=0, max_batch_size=1 << 20,
-                                # No compression: broker and worker share this host's
-                                # cores; gzip (the only codec installed) takes ~14 ms of
-                                # CPU for a 5000-event batch's 1.4 MB of profiles, which
-                                # the loopback moves in well under 1 ms. Retries back off 5 ms,
-                                # not 100: a transaction that starts while the last one's markers
-                                # are being written gets CONCURRENT_TRANSACTIONS and waits (a
-                                # trivial transaction: 8.8 ms at 5, 12.7 ms at 20 here).
-                                retry_backoff_ms=5, **opts)
+                                    linger_ms=0, max_batch_size=1 << 20,
+                                    # No compression: broker and worker share this host's
+                                    # cores; gzip (the only codec installed) takes ~14 ms of
+                                    # CPU for a 5000-event batch's 1.4 MB of profiles, which
+                                    # the loopback moves in well under 1 ms. Retries back off 5 ms,
+                                    # not 100: a transaction that starts while the last one's markers
+                                    # are being written gets CONCURRENT_TRANSACTIONS and waits (a
+                                    # trivial transaction: 8.8 ms at 5, 12.7 ms at 20 here).
+                                    retry_backoff_ms=5, **opts)
         # All or nothing: `_step` takes a producer for a started, recovered engine. A
         # producer whose start failed (broker still away) hung the next transaction
         # for good (seen once in a broker restart test), and a failed recovery would
@@ -403,6 +403,8 @@ class TransactionalEngine:
         mine = self._owned_partitions(assigned)
         if mine is None:
             return sorted(users)
+        # A dict by user id in front of `_partition` (keyed by bytes): no encode and no
+        # lru_cache call per touched user (0.24 instead of 1.0 ms for 2,000 users).
         n, part = self.user_partitions, self._user_partition
         if self._user_partition_n != n:  # the cache holds partitions for one count
             part.clear()
@@ -480,6 +482,7 @@ class TransactionalEngine:
                     await asyncio.sleep(0)
                 taken.extend(await urgent())
                 if taken:
+                    taken_ms = time.time() * 1000
                     continue
             chunk = fresh(messages[consumed:consumed + every])
             consumed = min(consumed + every, len(messages))
