@@ -334,6 +334,12 @@ class Engine(_Section):
                                    "after every this many events; if there are, it decides them and commits "
                                    "what it has done so far, so a decision never waits for a whole batch. "
                                    "Each check costs a little: at 500, ~10% of the events/s of a backlog.")
+    kpi_fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=10, description="A Kafka worker's KPI consumer long-polls this long. aiokafka keeps one "
+                                "fetch per broker in flight, so a KPI partition a step has just drained "
+                                "is fetched again only when the poll for the others returns: a report "
+                                "can wait up to this long after it arrived (at 100: p99 +~100 ms). Idle "
+                                "polls cost the broker ~1000/this requests a second.")
     fetch_min_bytes: Annotated[int, Field(ge=1, le=64 << 20)] = Field(
         default=256 << 10, description="A Kafka worker fetches user events (feedback, context, "
                                        "interactions) in responses of at least this many bytes, or after "

@@ -139,14 +139,18 @@ def build_app(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[s
         if engine.meter is not None:
             engine.meter.tick()
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        # New partitions may carry changelog offsets another worker wrote: read them first.
-        engine.must_tail = True
+    if consumer == "faust":
+        # Faust's consumer reads the inputs: its rebalances move them. (In batch mode it
+        # reads none, and its group rebalances on its own, e.g. when its leader topic
+        # appears; the batch loop's consumers have their own listener, _Lane.)
+        @app.on_partitions_assigned.connect
+        async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            # New partitions may carry changelog offsets another worker wrote: read them first.
+            engine.must_tail = True
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        engine.must_tail = True
+        @app.on_partitions_revoked.connect
+        async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            engine.must_tail = True
 
     return app, engine
 
@@ -278,7 +282,9 @@ async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, 
     users = _Lane(engine, options, group, f"{client_id}-users", [t for t in topics if t != kpi_topic],
                   max_poll_records=batch, fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,
                   fetch_min_bytes=e.fetch_min_bytes, fetch_max_wait_ms=e.fetch_max_wait_ms)
-    kpis = _Lane(engine, options, group, f"{client_id}-kpi", [kpi_topic], fetch_max_wait_ms=100)
+    # A short long-poll: aiokafka keeps one fetch per broker in flight, so a partition a
+    # step has just drained is fetched again only when the poll for the others returns.
+    kpis = _Lane(engine, options, group, f"{client_id}-kpi", [kpi_topic], fetch_max_wait_ms=e.kpi_fetch_max_wait_ms)
     lanes = (users, kpis)
     for lane in lanes:
         await lane.consumer.start()

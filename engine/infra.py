@@ -50,6 +50,11 @@ LOG_TAIL_LINES = 40
 # The JVM heap is capped: the machine's cores and memory are shared by several
 # engineers and CI, and a test broker needs little.
 KAFKA_HEAP = ("-Xms128m", "-Xmx512m")
+# The C1 JIT only: C2's compiler threads took ~0.45 of a core for the first minutes of
+# every broker (still ~0.1 after five), on a machine whose two cores the broker shares
+# with the engine, its tests and the load generators; C1's code costs the broker more
+# CPU per request (~+50%), less than that over a test or a bench (docs/engine.md).
+KAFKA_JIT = ("-XX:TieredStopAtLevel=1",)
 SERVICES = ("kafka", "victoria")
 # Kafka (log4j) and VictoriaMetrics (tab-separated level) error lines, and Java causes.
 _ERROR_LINE = re.compile(r"\] (ERROR|FATAL) |\t(error|fatal|panic)\t|^Caused by: |^\S+(Exception|Error): ")
@@ -443,7 +448,7 @@ class KafkaBroker(_Server):
     def _java(self, main: str, *args: str) -> list[str]:
         java = ensure_debian_package("java", "openjdk-17-jre-headless")
         return [
-            java, *KAFKA_HEAP, "-Djava.awt.headless=true",
+            java, *KAFKA_HEAP, *KAFKA_JIT, "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.log4j_config}",
             "-cp", str(self.libs / "*"), main, *args,
         ]

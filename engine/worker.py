@@ -25,6 +25,7 @@ state from the changelog, and retries the same batch until it succeeds.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import gc
 import logging
@@ -149,13 +150,26 @@ class TransactionalEngine:
         self._user_partition_n = 0  # ... for this many partitions
         self._assigned: set[TP] | None = None
         self._lock = asyncio.Lock()
+        # The operators' thread (see _run); one, so the state is only ever touched by it
+        # while a step runs, and by the event loop's thread between steps.
+        self._operators = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zot-operators")
         self.core = self._new_core()
         self.must_tail = True
+        self._stale = False  # the memory may be ahead of the changelog (a step was cancelled)
 
     def _new_core(self) -> EngineCore:
         # Profiles wait for flush_profiles() (a timer of the app) when an interval is set.
         return EngineCore(self.cfg, cells=self.cells, prefix=self.prefix,
                           defer_profiles=self.cfg.engine.profile_interval_s > 0)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a step's CPU work (the operators, building its records) in the operators'
+        thread, under the step's lock. Meanwhile the event loop keeps reading the
+        sockets: a KPI report that arrives during a chunk is in its consumer's buffer at
+        the next check, and the next fetch of user events lands. When the chunks ran on
+        the loop's thread, each check had only a few loop turns to get a report from the
+        socket to the buffer, and reports sat through several chunks."""
+        return await asyncio.get_running_loop().run_in_executor(self._operators, fn, *args)
 
     # -- lifecycle
 
@@ -273,8 +287,15 @@ class TransactionalEngine:
                 try:
                     if self._producer is None:
                         await self.start()
+                    elif self._stale:
+                        await self.recover()
+                    self._stale = False
                     return await once()
                 except asyncio.CancelledError:
+                    # Stopped mid-step (a worker's shutdown): the memory may hold what was
+                    # not committed, or be changing still in the operators' thread. A later
+                    # step (the flush at shutdown) starts from the changelog.
+                    self._stale = True
                     raise
                 except Exception as exc:  # noqa: BLE001 - see above
                     self.stats.retries += 1
@@ -315,36 +336,47 @@ class TransactionalEngine:
 
         return await self._step("timer step", once)
 
+    def _due_profiles(self, core: EngineCore, now: float | None, due_only: bool = True) -> list[Output]:
+        """This worker's deferred profiles that are due (marked an interval ago or more;
+        all pending ones with due_only=False), at most a tenth of those pending (at least
+        64): users marked together (all of them, under a steady load) come due together,
+        and one large flush would hold a transaction while KPI reports wait. They are no
+        longer pending and their users are dirty (their state records go with them)."""
+        if not core.profile_pending:
+            return []
+        mine = self._owned(set(core.profile_pending), self._assigned)
+        if len(mine) < len(core.profile_pending):
+            # Another worker's users (read from the changelog): theirs to publish.
+            keep = set(mine)
+            for u in [u for u in core.profile_pending if u not in keep]:
+                del core.profile_pending[u]
+        before = time.monotonic() - self.cfg.engine.profile_interval_s if due_only else None
+        limit = max(64, -(-len(core.profile_pending) // 10)) if due_only else None
+        return core.flush_profiles(now, marked_before=before, limit=limit)
+
     async def flush_profiles(self, now: float | None = None, due_only: bool = True) -> int:
-        """Deferred profiles (engine.profile_interval_s): publish one profile for each
-        user of this worker marked at least an interval ago (due_only) or at all, and
-        their state records (no longer pending), in one transaction; return how many.
-        Called often (a tenth of the interval), so each flush stays small."""
+        """Deferred profiles (engine.profile_interval_s): publish the due ones (see
+        _due_profiles) and their users' state records (no longer pending) in one
+        transaction; return how many. A timer calls this often (a tenth of the interval),
+        so each flush stays small. (Riding in the steps' transactions instead made the
+        KPI latency worse: p99 110-128 ms against 97-113, BENCHMARKS.md.)"""
 
         async def once() -> int:
             core = self.core
             if not core.profile_pending:
                 return 0
-            before = time.monotonic() - self.cfg.engine.profile_interval_s if due_only else None
-            mine = self._owned(set(core.profile_pending), self._assigned)
-            if len(mine) < len(core.profile_pending):
-                # Another worker's users (read from the changelog): theirs to publish.
-                keep = set(mine)
-                for u in [u for u in core.profile_pending if u not in keep]:
-                    del core.profile_pending[u]
-            core.clear_dirty()
-            # At most a tenth of the pending users per flush: users marked together (all
-            # of them, under a steady load) would otherwise come due together, and one
-            # large flush holds the transaction lock while KPI reports wait.
-            limit = max(64, -(-len(core.profile_pending) // 10)) if due_only else None
-            outs = core.flush_profiles(now, marked_before=before, limit=limit)
-            if not outs:
+            def records_of() -> tuple[int, list[tuple[str, bytes | None, bytes, list]]]:
+                core.clear_dirty()
+                outs = self._due_profiles(core, now, due_only)
+                records = [(core.topic(o.topic), o.key, o.value, []) for o in outs]
+                return len(outs), records + self._state_records(core, self._owned(core.dirty, self._assigned))
+
+            n, records = await self._run(records_of)
+            if not n:
                 return 0
-            records = [(core.topic(o.topic), o.key, o.value, []) for o in outs]
-            records += self._state_records(core, self._owned(core.dirty, self._assigned))
             async with self._producer.transaction():
                 await self._send_all(records)
-            return len(outs)
+            return n
 
         return await self._step("profile flush", once)
 
@@ -471,41 +503,42 @@ class TransactionalEngine:
                     await self._tail_timed()  # reports taken mid-step read the latest states too
                 batch = fresh(taken)
                 done += batch
-                failed = _handle_into(outs, core, batch, now)
+                failed = await self._run(_handle_into, outs, core, batch, now)
                 break
-            if consumed >= len(messages):
-                break
-            if consumed and urgent is not None:
-                # A fetched response needs a few turns of the event loop to reach the
-                # consumer's buffer (socket -> connection reader -> fetcher).
-                for _ in range(4):
-                    await asyncio.sleep(0)
+            if consumed and urgent is not None:  # after every chunk, the last one too
                 taken.extend(await urgent())
                 if taken:
                     taken_ms = time.time() * 1000
                     continue
+            if consumed >= len(messages):
+                break
             chunk = fresh(messages[consumed:consumed + every])
             consumed = min(consumed + every, len(messages))
             done += chunk
-            failed = _handle_into(outs, core, chunk, now)
+            failed = await self._run(_handle_into, outs, core, chunk, now)
         if failed is not None:
             outs = await self._isolate(done, now, failed)
             core = self.core
         self.stats.skipped += consumed + len(taken) - len(done)
         if not done:
             return Step(consumed, list(taken), 0)
+        def records_of() -> tuple[list[tuple[str, bytes | None, bytes, list]], dict[TP, int]]:
+            nxt: dict[TP, int] = {}
+            for m in done:
+                tp = (m.topic, m.partition)
+                nxt[tp] = max(nxt.get(tp, 0), m.offset + 1)
+            hdr = [("w", self.incarnation)]
+            records = [(core.topic(o.topic), o.key, o.value, []) for o in outs]
+            records += self._state_records(core, self._owned(core.dirty, assigned))
+            records += [(self.changelog, k, v, hdr) for k, v in tables_records(core, self._owned_partitions(assigned))]
+            records += [(self.changelog, PENDING + c.encode(), pending_record(core, c), hdr)
+                        for c in sorted(core.dirty_cells)]
+            records += [(self.changelog, offset_key(t, p), str(off).encode(), hdr) for (t, p), off in nxt.items()]
+            return records, nxt
+
         t1 = time.perf_counter()
-        nxt: dict[TP, int] = {}
-        for m in done:
-            tp = (m.topic, m.partition)
-            nxt[tp] = max(nxt.get(tp, 0), m.offset + 1)
+        records, nxt = await self._run(records_of)
         prod = self._producer
-        hdr = [("w", self.incarnation)]
-        records = [(core.topic(o.topic), o.key, o.value, []) for o in outs]
-        records += self._state_records(core, self._owned(core.dirty, assigned))
-        records += [(self.changelog, k, v, hdr) for k, v in tables_records(core, self._owned_partitions(assigned))]
-        records += [(self.changelog, PENDING + c.encode(), pending_record(core, c), hdr) for c in sorted(core.dirty_cells)]
-        records += [(self.changelog, offset_key(t, p), str(off).encode(), hdr) for (t, p), off in nxt.items()]
         # On any failure here the in-memory state is ahead of what was committed;
         # process() then rebuilds it from the changelog before retrying.
         async with prod.transaction():

@@ -167,7 +167,9 @@ def adf_step(
     cov[r, 1, 1] = cbb if cbb > VAR_FLOOR else VAR_FLOOR
 
 
-@njit(cache=True)
+# nogil: a Kafka worker runs it in its operators thread, and its event loop's thread
+# reads the sockets and parses fetched records meanwhile.
+@njit(cache=True, nogil=True)
 def update_kernel(
     rows: np.ndarray,
     cats: np.ndarray,

@@ -8,6 +8,7 @@ and still processes every feedback event.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -19,6 +20,7 @@ from engine.bench.stream import _feedback_values, _load_kcat
 from engine.bus import Message
 from engine.config import secrets_from_env
 from engine.kafka_client import client_options
+from engine.runner import EngineCore
 from engine.worker import TransactionalEngine
 from engine.faust_app import app_id
 from engine.remote_engine import spawn_worker, wait_group_members
@@ -28,7 +30,7 @@ from tests.integration.test_engine_recovery import committed_feedback
 N_BACKLOG = 100_000
 
 
-def test_a_step_makes_way_for_a_waiting_kpi_report(kafka_bootstrap, tmp_path):
+def test_a_step_makes_way_for_a_waiting_kpi_report(kafka_bootstrap, tmp_path, monkeypatch):
     from tests.integration.test_engine_dead_letters import read_all
 
     cfg = small_config(kafka_bootstrap, partitions=1)
@@ -37,11 +39,14 @@ def test_a_step_makes_way_for_a_waiting_kpi_report(kafka_bootstrap, tmp_path):
     options = client_options(cfg.kafka, secrets_from_env(cfg))
     p = cfg.kafka.topic_prefix
     fb, kpi, alloc = (registry.with_prefix(t, p) for t in (registry.FEEDBACK, registry.KPI, registry.ALLOCATIONS))
-    feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(1000, np.random.default_rng(2)))]
+    feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(1300, np.random.default_rng(2)))]
+    tail, feedback = feedback[1000:], feedback[:1000]
     report = schemas.CellKpi(event_id="k1", ts=1.0, cell_id="s0-0", epoch=1, prb_total=51,
                              users=[schemas.UserChannel(user_id="u1", spectral_efficiency=2.0, app="video")])
     kpi_msg = Message(kpi, 0, 0, b"s0-0", schemas.encode(report), 0)
+    late_msg = Message(kpi, 0, 1, b"s0-0", schemas.encode(report.model_copy(update={"event_id": "k2", "epoch": 2})), 0)
     polls: list[int] = []
+    late_polls: list[int] = []
 
     async def urgent() -> list[Message]:  # the report "arrives" at the first check between chunks
         polls.append(1)
@@ -50,25 +55,46 @@ def test_a_step_makes_way_for_a_waiting_kpi_report(kafka_bootstrap, tmp_path):
     async def none() -> list[Message]:
         return []
 
+    async def late() -> list[Message]:  # the report "arrives" during the step's last chunk
+        late_polls.append(1)
+        return [late_msg] if len(late_polls) == 2 else []
+
+    threads: set[str] = set()
+    handle = EngineCore.handle
+
+    def spy(core: EngineCore, *args, **kwargs):  # which thread runs the operators
+        threads.add(threading.current_thread().name)
+        return handle(core, *args, **kwargs)
+
     async def scenario() -> tuple:
         engine = TransactionalEngine(cfg, options, transactional_id=f"{p}lane-test")
         try:
             first = await engine.process(feedback, urgent=urgent)
             applied_after_first = dict(engine.applied)
             second = await engine.process(feedback[first.consumed:], urgent=none)
-            return first, applied_after_first, second, dict(engine.applied)
+            applied_after_second = dict(engine.applied)
+            third = await engine.process(tail, urgent=late)
+            return first, applied_after_first, second, applied_after_second, third, dict(engine.applied)
         finally:
             await engine.stop()
 
-    first, applied1, second, applied2 = asyncio.run(scenario())
+    monkeypatch.setattr(EngineCore, "handle", spy)
+    first, applied1, second, applied2, third, applied3 = asyncio.run(scenario())
+    # The operators ran off the event loop's thread (which keeps reading the sockets).
+    assert threads and all(t.startswith("zot-operators") for t in threads), threads
     # The step stopped after its first chunk, took the report, and committed both.
     assert first.consumed == 300 and first.urgent == [kpi_msg] and first.applied == 301
     assert applied1 == {(fb, 0): 300, (kpi, 0): 1}
-    decided = [schemas.decode(v, expect=schemas.Allocation) for _, v in read_all(options, alloc)]
-    assert [(d.cell_id, d.epoch) for d in decided] == [("s0-0", 1)]
     # The rest of the batch in the next step: nothing lost, nothing twice.
     assert second.consumed == 700 and second.applied == 700 and not second.urgent
     assert applied2 == {(fb, 0): 1000, (kpi, 0): 1}
+    # A report that arrives during a step's last chunk is decided in that step, not after
+    # its commit and the next fetch.
+    assert third.consumed == 300 and third.urgent == [late_msg] and third.applied == 301
+    assert applied3 == {(fb, 0): 1300, (kpi, 0): 2}
+    # Each report decided once.
+    decided = [schemas.decode(v, expect=schemas.Allocation) for _, v in read_all(options, alloc)]
+    assert sorted((d.cell_id, d.epoch) for d in decided) == [("s0-0", 1), ("s0-0", 2)]
 
 
 def test_kpi_report_is_decided_ahead_of_a_feedback_backlog(kafka_bootstrap, kcat_bin, tmp_path):
@@ -164,3 +190,46 @@ def test_a_lane_commits_only_the_offsets_of_its_own_partitions(kafka_bootstrap, 
     finally:
         admin.close()
     assert {tp.partition: o.offset for tp, o in offs.items() if tp.topic == fb and o.offset >= 0} == {mine: 6}
+
+
+def test_a_step_cancelled_mid_chunk_leaves_no_uncommitted_state_behind(kafka_bootstrap, tmp_path, monkeypatch):
+    """A worker's shutdown cancels a step while its chunk runs in the operators'
+    thread (which goes on): the flush at shutdown that follows must start from the
+    changelog, not from a memory that holds a batch whose offsets were never committed
+    (its state records would make the restarted worker apply that batch twice)."""
+    import contextlib
+
+    cfg = small_config(kafka_bootstrap, partitions=1)
+    prepare(cfg, tmp_path)
+    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    fb = registry.with_prefix(registry.FEEDBACK, cfg.kafka.topic_prefix)
+    feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(600, np.random.default_rng(4)))]
+    handle = EngineCore.handle
+
+    def slow(core: EngineCore, *args, **kwargs):
+        time.sleep(0.5)
+        return handle(core, *args, **kwargs)
+
+    def signals(engine: TransactionalEngine) -> int:
+        st = engine.core.state
+        return int(st.n_signals[:st.n_rows].sum())
+
+    async def scenario() -> tuple[int, int, bool]:
+        engine = TransactionalEngine(cfg, options, transactional_id=f"{cfg.kafka.topic_prefix}cancel-test")
+        try:
+            await engine.process(feedback[:300])
+            committed = signals(engine)
+            monkeypatch.setattr(EngineCore, "handle", slow)
+            step = asyncio.ensure_future(engine.process(feedback[300:]))
+            await asyncio.sleep(0.2)  # inside the slow chunk
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await step
+            monkeypatch.setattr(EngineCore, "handle", handle)
+            await engine.flush_profiles(due_only=False)
+            return committed, signals(engine), engine.applied.get((fb, 0)) == 300
+        finally:
+            await engine.stop()
+
+    committed, after, offsets_ok = asyncio.run(scenario())
+    assert committed > 0 and after == committed and offsets_ok
