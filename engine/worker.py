@@ -388,18 +388,22 @@ class TransactionalEngine:
                     len(fresh), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         await self.recover()  # memory holds a partly applied batch: back to the committed state
         core = self.core
-        outs: list = []
-        for m in fresh:
-            saved = core.save_point()
-            try:
-                outs.extend(core.handle([m], now))
-            except Exception as err:  # noqa: BLE001 - see above
-                core.restore_point(saved)
-                first = str(err).splitlines()[0] if str(err) else ""
-                reason = f"engine error while processing this event: {type(err).__name__}: {first}"
-                outs.append(Output(registry.DEAD_LETTERS, None, schemas.encode(dead_letter(m, reason))))
-                self.stats.isolated += 1
-        return outs
+
+        def redo() -> list[Output]:  # one message at a time: in the operators' thread, like a chunk
+            outs: list[Output] = []
+            for m in fresh:
+                saved = core.save_point()
+                try:
+                    outs.extend(core.handle([m], now))
+                except Exception as err:  # noqa: BLE001 - see above
+                    core.restore_point(saved)
+                    first = str(err).splitlines()[0] if str(err) else ""
+                    reason = f"engine error while processing this event: {type(err).__name__}: {first}"
+                    outs.append(Output(registry.DEAD_LETTERS, None, schemas.encode(dead_letter(m, reason))))
+                    self.stats.isolated += 1
+            return outs
+
+        return await self._run(redo)
 
     async def _send_all(self, records: list[tuple[str, bytes | None, bytes, list]]) -> None:
         """Send records as one producer batch per partition (per-record send() costs ~30 us of Python).

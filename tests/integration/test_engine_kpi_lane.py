@@ -8,6 +8,7 @@ and still processes every feedback event.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -233,3 +234,45 @@ def test_a_step_cancelled_mid_chunk_leaves_no_uncommitted_state_behind(kafka_boo
 
     committed, after, offsets_ok = asyncio.run(scenario())
     assert committed > 0 and after == committed and offsets_ok
+
+
+def test_a_message_whose_processing_raises_is_dead_lettered_and_the_rest_applied(kafka_bootstrap, tmp_path,
+                                                                                   monkeypatch):
+    """A bug met by one input (the operators raise on it) must not stop the stream: the
+    step redoes its batch one message at a time from the committed state (in the
+    operators' thread, like a chunk), dead-letters the message at fault with the
+    error as its reason, and applies every other message once."""
+    from tests.integration.test_engine_dead_letters import read_all
+
+    cfg = small_config(kafka_bootstrap, partitions=1)
+    prepare(cfg, tmp_path)
+    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    p = cfg.kafka.topic_prefix
+    fb, dlq = registry.with_prefix(registry.FEEDBACK, p), registry.with_prefix(registry.DEAD_LETTERS, p)
+    feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(50, np.random.default_rng(6)))]
+    poison = feedback[17]
+    handle = EngineCore.handle
+    threads: set[str] = set()
+
+    def buggy(core: EngineCore, batch, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        if any(m is poison for m in batch):
+            raise RuntimeError("boom")
+        return handle(core, batch, *args, **kwargs)
+
+    async def scenario() -> tuple:
+        engine = TransactionalEngine(cfg, options, transactional_id=f"{p}isolate-test")
+        try:
+            monkeypatch.setattr(EngineCore, "handle", buggy)
+            step = await engine.process(feedback)
+            st = engine.core.state
+            return step, int(st.n_signals[:st.n_rows].sum()), engine.stats.isolated, dict(engine.applied)
+        finally:
+            await engine.stop()
+
+    step, signals, isolated, applied = asyncio.run(scenario())
+    assert step.consumed == 50 and step.applied == 50 and isolated == 1
+    assert signals == 49 and applied == {(fb, 0): 50}
+    letters = [json.loads(v) for _, v in read_all(options, dlq)]
+    assert len(letters) == 1 and "RuntimeError: boom" in json.dumps(letters[0])
+    assert threads and all(t.startswith("zot-operators") for t in threads), threads
