@@ -5,7 +5,8 @@ feedback, then KPIs) across separate Kafka topics and processes:
 `engine_step()` (called where the embedded engine would run) waits until the
 engine's consumer group has committed every context/feedback message published
 so far, which it does only after the transaction holding their effect committed
-(engine/worker.py); only then are the epoch's KPI reports released. `poll` of the
+(engine/worker.py), and until that transaction's records are readable in the
+state changelog; only then are the epoch's KPI reports released. `poll` of the
 allocation topic then blocks until one decision per released KPI has arrived,
 read with isolation_level=read_committed so aborted (crashed) attempts are never
 seen. With that handshake a Kafka run takes the same decisions as the embedded
@@ -22,6 +23,7 @@ from engine import topics as registry
 from engine.bus import Message
 from engine.config import Config
 from engine.faust_app import app_id
+from engine.state_changelog import changelog_topic
 
 
 class EngineTimeout(RuntimeError):
@@ -53,6 +55,8 @@ class RemoteEngineBus:
             self._decisions.position(tp)  # resolve "end" now, before any decision of this run exists
         self._input_tps = [TopicPartition(t, q) for t in self.inputs
                            for q in sorted(self._meta.partitions_for_topic(t) or ())]
+        self._changelog = changelog_topic(cfg.kafka)
+        self._changelog_tps: list[Any] = []  # looked up when first needed: the workers create it
         self._held: list[tuple[str, bytes | None, bytes]] = []
         self._expected = 0
         self.wait_s = 0.0  # time spent waiting for the engine (for reports)
@@ -95,12 +99,44 @@ class RemoteEngineBus:
             lag = {tp: n for tp, n in end.items()
                    if n > 0 and (committed.get(tp) is None or committed[tp].offset < n)}
             if not lag:
-                return
+                return self.wait_changelog_settled(deadline)
             self._check_workers()
             if time.monotonic() > deadline:
                 raise EngineTimeout(f"engine group {self.group!r} did not consume its inputs in "
                                     f"{self.timeout_s:.0f}s; lagging: {sorted(map(str, lag))[:4]}")
             time.sleep(0.02)
+
+    def wait_changelog_settled(self, deadline: float | None = None) -> None:
+        """Block until every transaction with records in the state changelog so far has ended.
+
+        A transaction's commit returns (and the worker then commits its group
+        offsets) once the coordinator has logged the decision; the markers that make
+        its records readable to read_committed consumers are written after that. A
+        worker that decides right then would read the changelog without the other
+        worker's latest posteriors (a CI run took a different allocation that way).
+        So: wait until each partition's last stable offset (read_committed end)
+        reaches its high watermark as of now. A transaction begun later does not
+        hold this up; one open now (a profile flush) ends within a step.
+        """
+        from kafka import TopicPartition
+
+        deadline = deadline if deadline is not None else time.monotonic() + self.timeout_s
+        if not self._changelog_tps:
+            self._changelog_tps = [TopicPartition(self._changelog, q)
+                                   for q in sorted(self._meta.partitions_for_topic(self._changelog) or ())]
+        if not self._changelog_tps:
+            return  # no worker has started yet: nothing written
+        high = self._meta.end_offsets(self._changelog_tps)
+        while True:
+            stable = self._decisions.end_offsets(self._changelog_tps)  # read_committed: the LSO
+            open_ = {tp: (stable[tp], n) for tp, n in high.items() if stable[tp] < n}
+            if not open_:
+                return
+            self._check_workers()
+            if time.monotonic() > deadline:
+                raise EngineTimeout(f"transactions on the state changelog still open after {self.timeout_s:.0f}s "
+                                    f"(stable, high): {sorted((str(k), v) for k, v in open_.items())[:4]}")
+            time.sleep(0.005)
 
     def poll(self, group: str, topics: Iterable[str], max_records: int = 100_000) -> list[Message]:
         topics = list(topics)

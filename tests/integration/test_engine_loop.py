@@ -207,3 +207,34 @@ def test_timer_trigger_decides_each_cells_latest_report(kafka_bootstrap, tmp_pat
     finally:
         producer.close()
         stop([worker])
+
+
+def test_the_simulator_releases_kpis_only_once_the_changelog_transactions_are_readable(kafka_bootstrap, tmp_path):
+    """A worker's commit returns before the markers that make its records readable are
+    written; a decision taken in that window misses its posteriors. The handshake waits
+    for every transaction open on the changelog to end."""
+    from kafka import KafkaProducer
+
+    from engine.remote_engine import EngineTimeout
+
+    cfg = small_config(kafka_bootstrap, partitions=2)
+    _, options = prepare(cfg, tmp_path)
+    bus = RemoteEngineBus(cfg, options, timeout_s=30)
+    producer = KafkaProducer(transactional_id=f"t-{uuid.uuid4().hex[:8]}", **options)
+    try:
+        bus.wait_changelog_settled()  # nothing open: returns at once
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(changelog_topic(cfg.kafka), key=b"u:x", value=b"{}")
+        producer.flush()
+        t0 = time.monotonic()
+        with pytest.raises(EngineTimeout, match="still open"):
+            bus.wait_changelog_settled(deadline=time.monotonic() + 1.0)
+        assert time.monotonic() - t0 >= 1.0
+        producer.commit_transaction()
+        t0 = time.monotonic()
+        bus.wait_changelog_settled()  # the markers follow the commit within milliseconds
+        assert time.monotonic() - t0 < 10
+    finally:
+        producer.close()
+        bus.close()
