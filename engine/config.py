@@ -330,10 +330,11 @@ class Engine(_Section):
                                  "per touched user in every batch). The embedded runner publishes once per "
                                  "step.")
     kpi_check_every: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
-        default=2000, description="A Kafka worker's step over user events checks for waiting KPI reports "
-                                   "after every this many events; if there are, it decides them and commits "
-                                   "what it has done so far, so a decision never waits for a whole batch. "
-                                   "Each check costs a little: at 500, ~10% of the events/s of a backlog.")
+        default=1000, description="A Kafka worker's step over user events takes them from its consumer "
+                                   "this many at a time and checks for waiting KPI reports after each "
+                                   "chunk; if there are, it decides them and commits what it has done so "
+                                   "far, so a decision never waits for a whole batch. Each chunk costs a "
+                                   "little: at 500, ~10% of the events/s of a backlog.")
     kpi_fetch_max_wait_ms: Annotated[int, Field(ge=0, le=10_000)] = Field(
         default=10, description="A Kafka worker's KPI consumer long-polls this long. aiokafka keeps one "
                                 "fetch per broker in flight, so a KPI partition a step has just drained "

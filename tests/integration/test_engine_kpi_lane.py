@@ -276,3 +276,109 @@ def test_a_message_whose_processing_raises_is_dead_lettered_and_the_rest_applied
     letters = [json.loads(v) for _, v in read_all(options, dlq)]
     assert len(letters) == 1 and "RuntimeError: boom" in json.dumps(letters[0])
     assert threads and all(t.startswith("zot-operators") for t in threads), threads
+
+
+def test_a_step_pulls_user_events_a_chunk_at_a_time(kafka_bootstrap, tmp_path, monkeypatch):
+    """The worker's consumer decodes records as they are taken, on the event loop's
+    thread: a step takes one chunk at a time (`more`) after the previous one is done,
+    up to its limit, and stops pulling when a KPI report is waiting."""
+    cfg = small_config(kafka_bootstrap, partitions=1)
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"kpi_check_every": 300})})
+    prepare(cfg, tmp_path)
+    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    p = cfg.kafka.topic_prefix
+    fb, kpi = registry.with_prefix(registry.FEEDBACK, p), registry.with_prefix(registry.KPI, p)
+    source = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(1500, np.random.default_rng(8)))]
+    report = schemas.CellKpi(event_id="k1", ts=1.0, cell_id="s0-0", epoch=1, prb_total=51,
+                             users=[schemas.UserChannel(user_id="u1", spectral_efficiency=2.0, app="video")])
+    kpi_msg = Message(kpi, 0, 0, b"s0-0", schemas.encode(report), 0)
+    log: list[tuple[str, int]] = []  # pulls and chunks, in order
+    handle = EngineCore.handle
+
+    def spy(core: EngineCore, batch, *args, **kwargs):
+        log.append(("chunk", len(batch)))
+        return handle(core, batch, *args, **kwargs)
+
+    async def pull() -> list[Message]:
+        got = source[len(pulled):len(pulled) + 300]
+        pulled.extend(got)
+        log.append(("pull", len(got)))
+        return got
+
+    pulled: list[Message] = []
+    calls: list[int] = []
+
+    async def none() -> list[Message]:
+        return []
+
+    async def at_third_check() -> list[Message]:
+        calls.append(1)
+        return [kpi_msg] if len(calls) == 3 else []
+
+    async def scenario() -> tuple:
+        engine = TransactionalEngine(cfg, options, transactional_id=f"{p}pull-test")
+        try:
+            first_batch = list(await pull())
+            first = await engine.process(first_batch, urgent=none, more=pull, limit=900)
+            applied1, log1 = dict(engine.applied), list(log)
+            log.clear()
+            second_batch = list(await pull())
+            second = await engine.process(second_batch, urgent=at_third_check, more=pull, limit=10_000)
+            return first, first_batch, applied1, log1, second, second_batch, dict(engine.applied), list(log)
+        finally:
+            await engine.stop()
+
+    monkeypatch.setattr(EngineCore, "handle", spy)
+    first, first_batch, applied1, log1, second, second_batch, applied2, log2 = asyncio.run(scenario())
+    # Up to the limit, a chunk pulled only once the one before was handled; the caller's
+    # list holds what the step pulled.
+    assert log1 == [("pull", 300), ("chunk", 300), ("pull", 300), ("chunk", 300), ("pull", 300), ("chunk", 300)]
+    assert first.consumed == 900 and first.applied == 900 and first_batch == source[:900]
+    assert applied1 == {(fb, 0): 900}
+    # A report waiting at a check ends the step: no further pull, the report decided.
+    assert log2 == [("pull", 300), ("chunk", 300), ("pull", 300), ("chunk", 300), ("chunk", 1)]
+    assert second.consumed == 600 and second.urgent == [kpi_msg] and second.applied == 601
+    assert second_batch == source[900:1500] and applied2 == {(fb, 0): 1500, (kpi, 0): 1}
+
+
+def test_a_timed_profile_flush_gives_way_to_waiting_kpi_reports(kafka_bootstrap, tmp_path):
+    """A flush that got the lock while a KPI report waits would make the report wait
+    for the whole flush: it gives way (a few times in a row at most, so profiles are
+    never held back for long), and a flush at shutdown never does."""
+    from tests.integration.test_engine_dead_letters import read_all
+
+    from engine.worker import MAX_FLUSH_DEFERRALS
+
+    cfg = small_config(kafka_bootstrap, partitions=1)
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"profile_interval_s": 0.05})})
+    prepare(cfg, tmp_path)
+    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    p = cfg.kafka.topic_prefix
+    fb, profiles = registry.with_prefix(registry.FEEDBACK, p), registry.with_prefix(registry.PROFILES, p)
+    feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(200, np.random.default_rng(9)))]
+    asked: list[int] = []
+
+    async def waiting() -> bool:
+        asked.append(1)
+        return True
+
+    async def scenario() -> tuple:
+        engine = TransactionalEngine(cfg, options, transactional_id=f"{p}defer-test")
+        engine.urgent_waiting = waiting
+        try:
+            await engine.process(feedback[:150])
+            pending = len(engine.core.profile_pending)
+            await asyncio.sleep(0.1)  # every mark is due
+            gave_way = [await engine.flush_profiles() for _ in range(MAX_FLUSH_DEFERRALS)]
+            flushed = await engine.flush_profiles()
+            await engine.process(feedback[150:])
+            at_stop = await engine.flush_profiles(due_only=False)
+            return pending, gave_way, flushed, at_stop, engine.stats.flushes_deferred
+        finally:
+            await engine.stop()
+
+    pending, gave_way, flushed, at_stop, deferred = asyncio.run(scenario())
+    assert pending > 0
+    assert gave_way == [0] * MAX_FLUSH_DEFERRALS and deferred == MAX_FLUSH_DEFERRALS
+    assert flushed > 0 and at_stop > 0 and len(asked) == MAX_FLUSH_DEFERRALS  # not asked at the stop
+    assert len(read_all(options, profiles)) == flushed + at_stop
