@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -474,3 +475,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     finally:
         if started:
             broker.stop()
+        # ~50 MB of worker logs and load files a run; ZOT_BENCH_KEEP=1 keeps them to look into.
+        if not os.environ.get("ZOT_BENCH_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
