@@ -259,6 +259,11 @@ class _Lane:
             await self.consumer.stop()
 
 
+def _records(got: dict[Any, list[Any]]) -> list[Any]:
+    """getmany's records of every partition, in one list."""
+    return [r for recs in got.values() for r in recs]
+
+
 def group_members(workers: int, consumer: str = DEFAULT_CONSUMER) -> int:
     """Members of the engine's consumer group that `workers` workers make."""
     return workers * (2 if consumer == "batch" else 1)
@@ -294,14 +299,14 @@ async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, 
 
     async def urgent() -> list[Any]:
         got = await kpis.consumer.getmany(timeout_ms=0)
-        out = held + [r for recs in got.values() for r in recs]
+        out = held + _records(got)
         held.clear()
         return out
 
     async def kpi_waiting() -> bool:
         if not held:
             got = await kpis.consumer.getmany(timeout_ms=0)
-            held.extend(r for recs in got.values() for r in recs)
+            held.extend(_records(got))
         return bool(held)
 
     engine.urgent_waiting = kpi_waiting
@@ -320,7 +325,7 @@ async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, 
         # aiokafka's records as they are (engine.bus.Message's attributes): a copy
         # per message cost ~10% of the worker's CPU.
         got = await users.consumer.getmany(timeout_ms=timeout_ms, max_records=chunk)
-        return [r for recs in got.values() for r in recs]
+        return _records(got)
 
     carry: list[Any] = []  # taken from the user lane, not yet processed (a step made way for KPIs)
     try:

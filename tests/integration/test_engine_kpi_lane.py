@@ -19,8 +19,6 @@ from engine import schemas
 from engine import topics as registry
 from engine.bench.stream import _feedback_values, _load_kcat
 from engine.bus import Message
-from engine.config import secrets_from_env
-from engine.kafka_client import client_options
 from engine.runner import EngineCore
 from engine.worker import TransactionalEngine
 from engine.faust_app import app_id
@@ -31,13 +29,19 @@ from tests.integration.test_engine_recovery import committed_feedback
 N_BACKLOG = 100_000
 
 
+def one_partition(bootstrap: str, tmp_path, **engine) -> tuple:
+    """A fresh one-partition scenario with these engine settings, its topics made; (cfg, options)."""
+    cfg = small_config(bootstrap, partitions=1)
+    if engine:
+        cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update=engine)})
+    _, options = prepare(cfg, tmp_path)
+    return cfg, options
+
+
 def test_a_step_makes_way_for_a_waiting_kpi_report(kafka_bootstrap, tmp_path, monkeypatch):
     from tests.integration.test_engine_dead_letters import read_all
 
-    cfg = small_config(kafka_bootstrap, partitions=1)
-    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"kpi_check_every": 300})})
-    prepare(cfg, tmp_path)
-    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    cfg, options = one_partition(kafka_bootstrap, tmp_path, kpi_check_every=300)
     p = cfg.kafka.topic_prefix
     fb, kpi, alloc = (registry.with_prefix(t, p) for t in (registry.FEEDBACK, registry.KPI, registry.ALLOCATIONS))
     feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(1300, np.random.default_rng(2)))]
@@ -154,8 +158,7 @@ def test_a_lane_commits_only_the_offsets_of_its_own_partitions(kafka_bootstrap, 
     from engine.faust_app import _Lane
 
     cfg = small_config(kafka_bootstrap, partitions=2)
-    prepare(cfg, tmp_path)
-    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    _, options = prepare(cfg, tmp_path)
     fb = registry.with_prefix(registry.FEEDBACK, cfg.kafka.topic_prefix)
     group = f"{cfg.kafka.topic_prefix}lane-test"
     engine = TransactionalEngine(cfg, options, transactional_id=f"{group}-tx")
@@ -200,9 +203,7 @@ def test_a_step_cancelled_mid_chunk_leaves_no_uncommitted_state_behind(kafka_boo
     (its state records would make the restarted worker apply that batch twice)."""
     import contextlib
 
-    cfg = small_config(kafka_bootstrap, partitions=1)
-    prepare(cfg, tmp_path)
-    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    cfg, options = one_partition(kafka_bootstrap, tmp_path)
     fb = registry.with_prefix(registry.FEEDBACK, cfg.kafka.topic_prefix)
     feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(600, np.random.default_rng(4)))]
     handle = EngineCore.handle
@@ -244,9 +245,7 @@ def test_a_message_whose_processing_raises_is_dead_lettered_and_the_rest_applied
     error as its reason, and applies every other message once."""
     from tests.integration.test_engine_dead_letters import read_all
 
-    cfg = small_config(kafka_bootstrap, partitions=1)
-    prepare(cfg, tmp_path)
-    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    cfg, options = one_partition(kafka_bootstrap, tmp_path)
     p = cfg.kafka.topic_prefix
     fb, dlq = registry.with_prefix(registry.FEEDBACK, p), registry.with_prefix(registry.DEAD_LETTERS, p)
     feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(50, np.random.default_rng(6)))]
@@ -282,10 +281,7 @@ def test_a_step_pulls_user_events_a_chunk_at_a_time(kafka_bootstrap, tmp_path, m
     """The worker's consumer decodes records as they are taken, on the event loop's
     thread: a step takes one chunk at a time (`more`) after the previous one is done,
     up to its limit, and stops pulling when a KPI report is waiting."""
-    cfg = small_config(kafka_bootstrap, partitions=1)
-    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"kpi_check_every": 300})})
-    prepare(cfg, tmp_path)
-    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    cfg, options = one_partition(kafka_bootstrap, tmp_path, kpi_check_every=300)
     p = cfg.kafka.topic_prefix
     fb, kpi = registry.with_prefix(registry.FEEDBACK, p), registry.with_prefix(registry.KPI, p)
     source = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(1500, np.random.default_rng(8)))]
@@ -349,10 +345,7 @@ def test_a_timed_profile_flush_gives_way_to_waiting_kpi_reports(kafka_bootstrap,
 
     from engine.worker import MAX_FLUSH_DEFERRALS
 
-    cfg = small_config(kafka_bootstrap, partitions=1)
-    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"profile_interval_s": 0.05})})
-    prepare(cfg, tmp_path)
-    options = client_options(cfg.kafka, secrets_from_env(cfg))
+    cfg, options = one_partition(kafka_bootstrap, tmp_path, profile_interval_s=0.05)
     p = cfg.kafka.topic_prefix
     fb, profiles = registry.with_prefix(registry.FEEDBACK, p), registry.with_prefix(registry.PROFILES, p)
     feedback = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(200, np.random.default_rng(9)))]
