@@ -30,7 +30,7 @@ from typing import Any
 from engine import topics as registry
 from engine.bus import Message
 from engine.config import Config
-from engine.worker import TransactionalEngine
+from engine.worker import TransactionalEngine, last_offsets
 
 log = logging.getLogger("zot.engine")
 
@@ -224,18 +224,15 @@ class _Lane:
                 self.in_flight = dict(self.owed)
                 self.pending = asyncio.ensure_future(self.consumer.commit(self.in_flight))
 
-    def processed(self, messages: list[Any]) -> None:
-        """These messages' effect committed (or they were skipped: already applied, or
-        their partition moved to another worker meanwhile): their offsets are owed."""
+    def processed(self, offsets: dict[tuple[str, int], int]) -> None:
+        """The messages before these next offsets took effect (or were skipped: already
+        applied, or their partition moved to another worker meanwhile): the offsets are owed."""
         from aiokafka import TopicPartition
 
-        last: dict[tuple[str, int], int] = {}
-        for m in messages:
-            last[(m.topic, m.partition)] = m.offset  # offsets rise within a partition
-        for (topic, part), off in last.items():
+        for (topic, part), nxt in offsets.items():
             tp = TopicPartition(topic, part)
-            if off + 1 > self.owed.get(tp, -1):
-                self.owed[tp] = off + 1
+            if nxt > self.owed.get(tp, -1):
+                self.owed[tp] = nxt
 
     async def after_step(self) -> None:
         await self.settle()
@@ -346,8 +343,8 @@ async def _batch_loop(app: Any, engine: TransactionalEngine, options: dict[str, 
                 continue
             # After the transaction: a crash in between only redelivers, and the
             # changelog's offsets make the redelivery a no-op.
-            users.processed(carry[:step.consumed])
-            kpis.processed(step.urgent)
+            users.processed(step.offsets)
+            kpis.processed({tp: o + 1 for tp, o in last_offsets(step.urgent).items()})
             carry = carry[step.consumed:]
             for lane in lanes:
                 await lane.after_step()

@@ -257,7 +257,7 @@ class EngineCore:
         users = fb.column("user_id")
         codes = SIGNAL_CODES
         batch, rejects = zot.batch_from_columns(
-            self.state, users, fb.column("app"), [codes[s] for s in fb.column("signal")], fb.column("qos"),
+            self.state, users, fb.column("app"), list(map(codes.__getitem__, fb.column("signal"))), fb.column("qos"),
             fb.ratings(), segment_of=self.segment_of)
         out = [
             Output(registry.DEAD_LETTERS, None, schemas.encode(dead_letter(messages[fb.index[int(i)]], reason)))

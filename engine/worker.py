@@ -33,7 +33,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, NamedTuple, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 from engine import topics as registry
 from engine.bus import Message
@@ -58,6 +58,15 @@ class Step(NamedTuple):
     consumed: int  # a prefix of the batch, handled or skipped (already applied); the rest is the caller's
     urgent: list[Message]  # the urgent messages it took (and handled)
     applied: int  # messages that took effect
+    # The next offset of each partition in the consumed prefix: what the caller's
+    # consumer may commit once the step is done (it saves a pass over the messages).
+    offsets: dict[TP, int] = {}
+
+
+def last_offsets(messages: Iterable[Message]) -> dict[TP, int]:
+    """Each partition's last offset among `messages` (a consumer's, so offsets rise
+    within a partition): one dict comprehension, ~0.17 us a message."""
+    return {(m.topic, m.partition): m.offset for m in messages}
 
 # murmur2 in pure Python costs ~9 us a key; a batch sends a profile and a changelog
 # record per touched user (thousands), and users recur across batches.
@@ -445,6 +454,36 @@ class TransactionalEngine:
                         raise ValueError(f"a record of {len(value)} bytes exceeds the producer batch size")
             await prod.send_batch(batch, topic, partition=p)
 
+    @staticmethod
+    async def _reading_ahead(commit: Awaitable[None], sent: asyncio.Event, messages: Sequence[Message],
+                             more: Urgent | None, upto: int) -> None:
+        """Await `commit` (a step's transaction) while `more()` adds the next messages
+        to `messages` (a list), up to `upto` of them, for the next step.
+
+        Once its records are sent (`sent`), a commit is ~20 ms of round trips to the
+        broker in a 20,000-event step, the worker otherwise idle: the event loop
+        decodes the next records meanwhile, time the next step would spend on it. It
+        stops pulling once the commit is done.
+        """
+        task = asyncio.ensure_future(commit)
+        try:
+            if more is not None:
+                waiting = asyncio.ensure_future(sent.wait())
+                try:
+                    await asyncio.wait((task, waiting), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiting.cancel()
+            while more is not None and not task.done() and len(messages) < upto:
+                pulled = await more()
+                if not pulled:
+                    break
+                messages.extend(pulled)  # type: ignore[attr-defined] - a list when `more` is given
+                await asyncio.sleep(0)  # a pull from the fetcher's buffer never yields: let the replies in
+            await task
+        except BaseException:
+            task.cancel()
+            raise
+
     def _owned(self, users: set[str], assigned: set[TP] | None) -> list[str]:
         """The users whose state this worker writes: those of its user partitions.
 
@@ -511,9 +550,27 @@ class TransactionalEngine:
             await self._tail_timed()
         self._assigned = assigned
 
-        def fresh(ms: Sequence[Message]) -> list[Message]:
-            return [m for m in ms if m.offset >= self.applied.get((m.topic, m.partition), 0)
+        applied = self.applied
+        seen: dict[TP, int] = {}  # last offset of each partition among the consumed messages
+        hi: dict[TP, int] = {}  # ... among the fresh (handled) ones
+
+        def fresh(ms: list[Message], consumed_part: bool = True) -> list[Message]:
+            """The messages of `ms` not yet applied, of a partition this worker holds.
+
+            Per partition, not per message, in the common case (all fresh): a
+            consumer's offsets rise within a partition, so its first message decides.
+            """
+            last = last_offsets(ms)
+            if consumed_part:
+                seen.update(last)
+            first = last_offsets(reversed(ms))
+            if all(o >= applied.get(tp, 0) and (assigned is None or tp in assigned) for tp, o in first.items()):
+                hi.update(last)
+                return ms
+            kept = [m for m in ms if m.offset >= applied.get((m.topic, m.partition), 0)
                     and (assigned is None or (m.topic, m.partition) in assigned)]
+            hi.update(last_offsets(kept))
+            return kept
 
         core = self.core
         core.clear_dirty()
@@ -529,7 +586,7 @@ class TransactionalEngine:
             if taken:
                 if consumed and not sole:
                     await self._tail_timed()  # reports taken mid-step read the latest states too
-                batch = fresh(taken)
+                batch = fresh(taken, consumed_part=False)
                 done += batch
                 failed = await self._run(_handle_into, outs, core, batch, now)
                 break
@@ -551,13 +608,12 @@ class TransactionalEngine:
             outs = await self._isolate(done, now, failed)
             core = self.core
         self.stats.skipped += consumed + len(taken) - len(done)
+        offsets = {tp: o + 1 for tp, o in seen.items()}
         if not done:
-            return Step(consumed, list(taken), 0)
-        def records_of() -> tuple[list[tuple[str, bytes | None, bytes, list]], dict[TP, int]]:
-            nxt: dict[TP, int] = {}
-            for m in done:
-                tp = (m.topic, m.partition)
-                nxt[tp] = max(nxt.get(tp, 0), m.offset + 1)
+            return Step(consumed, list(taken), 0, offsets)
+        nxt = {tp: o + 1 for tp, o in hi.items()}
+
+        def records_of() -> list[tuple[str, bytes | None, bytes, list]]:
             hdr = [("w", self.incarnation)]
             records = [(core.topic(o.topic), o.key, o.value, []) for o in outs]
             records += self._state_records(core, self._owned(core.dirty, assigned))
@@ -565,19 +621,27 @@ class TransactionalEngine:
             records += [(self.changelog, PENDING + c.encode(), pending_record(core, c), hdr)
                         for c in sorted(core.dirty_cells)]
             records += [(self.changelog, offset_key(t, p), str(off).encode(), hdr) for (t, p), off in nxt.items()]
-            return records, nxt
+            return records
 
         t1 = time.perf_counter()
-        records, nxt = await self._run(records_of)
+        records = await self._run(records_of)
         prod = self._producer
+
+        sent = asyncio.Event()
+
+        async def commit() -> None:
+            async with prod.transaction():
+                await self._send_all(records)
+                sent.set()  # what remains is the broker's: the produce replies, then EndTxn
+
         # On any failure here the in-memory state is ahead of what was committed;
         # process() then rebuilds it from the changelog before retrying.
-        async with prod.transaction():
-            await self._send_all(records)
+        await self._reading_ahead(commit(), sent, messages, more, consumed + limit)
         self.applied.update(nxt)
         t2 = time.perf_counter()
         s = self.stats
-        kpi_ts = [m.timestamp for m in done if m.topic == self.kpi_topic]
+        kpi_topic = self.kpi_topic
+        kpi_ts = [m.timestamp for m in done if m.topic == kpi_topic] if any(t == kpi_topic for t, _ in nxt) else []
         if kpi_ts:
             done_ms = time.time() * 1000
             if not taken:  # reports that came in the batch itself (the Faust agent): waited for its start
@@ -596,4 +660,4 @@ class TransactionalEngine:
                 dead_letters=sum(1 for o in outs if o.topic is registry.DEAD_LETTERS),
                 decisions=sum(1 for o in outs if o.topic is registry.ALLOCATIONS),
             )
-        return Step(consumed, list(taken), len(done))
+        return Step(consumed, list(taken), len(done), offsets)

@@ -9,6 +9,7 @@ either as an event or as a dead letter carrying its original bytes.
 from __future__ import annotations
 
 import base64
+import operator
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -34,7 +35,7 @@ class FeedbackColumns:
         self.fields.append(fields)
 
     def column(self, name: str) -> list:
-        return [d[name] for d in self.fields]
+        return list(map(operator.itemgetter(name), self.fields))
 
     def ratings(self) -> list[int]:
         """0 where there is no rating (the batch layout's convention)."""

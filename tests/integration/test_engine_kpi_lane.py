@@ -176,8 +176,7 @@ def test_a_lane_commits_only_the_offsets_of_its_own_partitions(kafka_bootstrap, 
             (mine,) = a.consumer.assignment()
             other = 1 - mine.partition
             # Taken by a before its partition `other` moved to b.
-            a.processed([Message(fb, mine.partition, 4, None, b"", 0), Message(fb, other, 7, None, b"", 0),
-                         Message(fb, mine.partition, 5, None, b"", 0)])
+            a.processed({(fb, mine.partition): 6, (fb, other): 8})
             assert a.owed == {mine: 6, ATP(fb, other): 8}
             await a.after_step()
             await a.settle()
@@ -277,6 +276,45 @@ def test_a_message_whose_processing_raises_is_dead_lettered_and_the_rest_applied
     assert threads and all(t.startswith("zot-operators") for t in threads), threads
 
 
+def test_a_step_skips_what_was_applied_or_is_not_its_own_and_owes_every_consumed_offset(kafka_bootstrap, tmp_path):
+    """A redelivered prefix (offsets below what the changelog says was applied) and the
+    messages of a partition this worker no longer holds are skipped, in chunks that
+    mix partitions; the step still reports every consumed partition's next offset
+    (the consumer's commit), and applies the rest exactly once."""
+    cfg = small_config(kafka_bootstrap, partitions=2)
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"kpi_check_every": 40})})
+    _, options = prepare(cfg, tmp_path)
+    p = cfg.kafka.topic_prefix
+    fb = registry.with_prefix(registry.FEEDBACK, p)
+    values = _feedback_values(400, np.random.default_rng(8))
+    part0 = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(values[:200])]
+    part1 = [Message(fb, 1, i, k, v, 0) for i, (k, v) in enumerate(values[200:])]
+    both = {(fb, 0), (fb, 1)}
+
+    async def none() -> list[Message]:
+        return []
+
+    async def scenario() -> tuple:
+        engine = TransactionalEngine(cfg, options, transactional_id=f"{p}skip-test")
+        try:
+            first = await engine.process(part0[:100] + part1[:50], assigned=both, urgent=none)
+            st = engine.core.state
+            before = int(st.n_signals[:st.n_rows].sum())
+            # Partition 0 again from offset 50 (a redelivery), then partition 1, no longer ours.
+            second = await engine.process(part0[50:150] + part1[50:80], assigned={(fb, 0)}, urgent=none)
+            st = engine.core.state
+            return first, before, second, int(st.n_signals[:st.n_rows].sum()), dict(engine.applied)
+        finally:
+            await engine.stop()
+
+    first, before, second, after, applied = asyncio.run(scenario())
+    assert first.applied == 150 and first.offsets == {(fb, 0): 100, (fb, 1): 50}
+    assert second.consumed == 130 and second.applied == 50
+    assert second.offsets == {(fb, 0): 150, (fb, 1): 80}, "skipped messages are owed too"
+    assert after - before == 50, "only partition 0's offsets 100..149 took effect"
+    assert applied == {(fb, 0): 150, (fb, 1): 50}
+
+
 def test_a_step_pulls_user_events_a_chunk_at_a_time(kafka_bootstrap, tmp_path, monkeypatch):
     """The worker's consumer decodes records as they are taken, on the event loop's
     thread: a step takes one chunk at a time (`more`) after the previous one is done,
@@ -318,7 +356,8 @@ def test_a_step_pulls_user_events_a_chunk_at_a_time(kafka_bootstrap, tmp_path, m
             first = await engine.process(first_batch, urgent=none, more=pull, limit=900)
             applied1, log1 = dict(engine.applied), list(log)
             log.clear()
-            second_batch = list(await pull())
+            # What the first step read ahead during its commit comes first, as the batch loop's carry.
+            second_batch = first_batch[first.consumed:] or list(await pull())
             second = await engine.process(second_batch, urgent=at_third_check, more=pull, limit=10_000)
             return first, first_batch, applied1, log1, second, second_batch, dict(engine.applied), list(log)
         finally:
@@ -327,14 +366,80 @@ def test_a_step_pulls_user_events_a_chunk_at_a_time(kafka_bootstrap, tmp_path, m
     monkeypatch.setattr(EngineCore, "handle", spy)
     first, first_batch, applied1, log1, second, second_batch, applied2, log2 = asyncio.run(scenario())
     # Up to the limit, a chunk pulled only once the one before was handled; the caller's
-    # list holds what the step pulled.
-    assert log1 == [("pull", 300), ("chunk", 300), ("pull", 300), ("chunk", 300), ("pull", 300), ("chunk", 300)]
-    assert first.consumed == 900 and first.applied == 900 and first_batch == source[:900]
+    # list holds what the step pulled (and any pulls while it committed: read ahead).
+    assert log1[:6] == [("pull", 300), ("chunk", 300), ("pull", 300), ("chunk", 300), ("pull", 300), ("chunk", 300)]
+    assert all(entry[0] == "pull" for entry in log1[6:])
+    assert first.consumed == 900 and first.applied == 900 and first_batch == source[:len(first_batch)]
     assert applied1 == {(fb, 0): 900}
     # A report waiting at a check ends the step: no further pull, the report decided.
-    assert log2 == [("pull", 300), ("chunk", 300), ("pull", 300), ("chunk", 300), ("chunk", 1)]
+    chunks2 = [entry for entry in log2 if entry[0] == "chunk"]
+    assert chunks2 == [("chunk", 300), ("chunk", 300), ("chunk", 1)]
+    after_second_chunk = [i for i, entry in enumerate(log2) if entry == ("chunk", 300)][1] + 1
+    assert log2[after_second_chunk] == ("chunk", 1), "the report is decided next, without another pull"
     assert second.consumed == 600 and second.urgent == [kpi_msg] and second.applied == 601
-    assert second_batch == source[900:1500] and applied2 == {(fb, 0): 1500, (kpi, 0): 1}
+    assert second_batch[:600] == source[900:1500] and applied2 == {(fb, 0): 1500, (kpi, 0): 1}
+
+
+def test_a_step_reads_the_next_events_ahead_while_its_transaction_commits(kafka_bootstrap, tmp_path, monkeypatch):
+    """While the broker commits a step, the worker pulls the next records (up to a
+    step's limit) into the caller's list: the next step starts with them, and every
+    event still takes effect once. It stops pulling once the commit is done."""
+    cfg, options = one_partition(kafka_bootstrap, tmp_path, kpi_check_every=300)
+    p = cfg.kafka.topic_prefix
+    fb = registry.with_prefix(registry.FEEDBACK, p)
+    source = [Message(fb, 0, i, k, v, 0) for i, (k, v) in enumerate(_feedback_values(1500, np.random.default_rng(9)))]
+    pulled: list[Message] = []
+    log: list[str] = []
+    slow = {"commit": 0.0, "pull": 0.0}
+    from aiokafka import AIOKafkaProducer
+
+    commit_transaction = AIOKafkaProducer.commit_transaction
+
+    async def slow_commit(self):  # the broker taking its time over EndTxn
+        log.append("commit")
+        await asyncio.sleep(slow["commit"])
+        await commit_transaction(self)
+        log.append("committed")
+
+    async def pull() -> list[Message]:
+        await asyncio.sleep(slow["pull"])
+        got = source[len(pulled):len(pulled) + 300]
+        pulled.extend(got)
+        log.append(f"pull {len(got)}")
+        return got
+
+    async def none() -> list[Message]:
+        return []
+
+    async def scenario() -> tuple:
+        engine = TransactionalEngine(cfg, options, transactional_id=f"{p}ahead-test")
+        try:
+            slow["commit"] = 0.5
+            batch = list(await pull())
+            first = await engine.process(batch, urgent=none, more=pull, limit=600)
+            ahead, log1, applied1 = len(batch) - first.consumed, list(log), dict(engine.applied)
+            # The commit is quick now and each pull slow: one pull at most, then the step ends.
+            slow["commit"], slow["pull"] = 0.0, 0.3
+            log.clear()
+            carry = batch[first.consumed:]
+            second = await engine.process(carry, urgent=none, more=pull, limit=600)
+            log2 = list(log)
+            carry = carry[second.consumed:]
+            rest = [] if not carry else [await engine.process(carry, urgent=none, more=pull, limit=600)]
+            st = engine.core.state
+            return first, ahead, log1, applied1, second, log2, rest, int(st.n_signals[:st.n_rows].sum()), \
+                dict(engine.applied)
+        finally:
+            await engine.stop()
+
+    monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", slow_commit)
+    first, ahead, log1, applied1, second, log2, rest, signals, applied = asyncio.run(scenario())
+    assert first.consumed == 600 and applied1 == {(fb, 0): 600}, "what was read ahead is not applied yet"
+    assert ahead == 600, "a slow commit: read ahead up to a step's limit"
+    assert log1[log1.index("commit"):] == ["commit", "pull 300", "pull 300", "committed"]
+    assert second.consumed == 600
+    assert log2[log2.index("commit"):] == ["commit", "committed", "pull 300"], "no pull once committed"
+    assert signals == 1500 and applied == {(fb, 0): 1500}, "every event took effect once"
 
 
 def test_a_timed_profile_flush_gives_way_to_waiting_kpi_reports(kafka_bootstrap, tmp_path):

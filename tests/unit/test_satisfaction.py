@@ -374,3 +374,17 @@ def test_posterior_never_wider_than_prior_under_arbitrary_feedback():
         assert np.linalg.det(cov) > 0
         est = zs.estimates(out, rows)
         assert np.all(np.isfinite(est.a_sd)) and np.all(np.isfinite(est.d_sd))
+
+
+def test_ensure_slots_finds_existing_rows_and_creates_new_ones_once_in_order() -> None:
+    state = _state()
+    first = zs.ensure_slots(state, ["a", "b"], ["video", "video"])
+    assert first.tolist() == [0, 1] and state.n_rows == 2
+    # Existing, new, the same new pair again, existing: one row per pair, new ones in order.
+    rows = zs.ensure_slots(state, ["b", "c", "c", "a", "d"], ["video", "video", "video", "video", "gaming"])
+    assert rows.tolist() == [1, 2, 2, 0, 3] and state.n_rows == 4
+    assert state.keys[("c", "video")] == 2 and state.keys[("d", "gaming")] == 3
+    assert state.app[3] == state.app_index["gaming"]
+    with pytest.raises(KeyError, match="radio"):
+        zs.ensure_slots(state, ["e", "f"], ["video", "radio"])
+    assert state.n_rows == 4 and ("e", "video") not in state.keys, "nothing created before the error"
