@@ -636,7 +636,9 @@ class TransactionalEngine:
 
         # On any failure here the in-memory state is ahead of what was committed;
         # process() then rebuilds it from the changelog before retrying.
-        await self._reading_ahead(commit(), sent, messages, more, consumed + limit)
+        # Not in a step that decides KPI reports: its commit publishes the decisions, and
+        # pulls between the commit's round trips delay them (p50 ~45 -> ~56 ms at half load).
+        await self._reading_ahead(commit(), sent, messages, None if taken else more, consumed + limit)
         self.applied.update(nxt)
         t2 = time.perf_counter()
         s = self.stats

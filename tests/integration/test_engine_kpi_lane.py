@@ -376,6 +376,7 @@ def test_a_step_pulls_user_events_a_chunk_at_a_time(kafka_bootstrap, tmp_path, m
     assert chunks2 == [("chunk", 300), ("chunk", 300), ("chunk", 1)]
     after_second_chunk = [i for i, entry in enumerate(log2) if entry == ("chunk", 300)][1] + 1
     assert log2[after_second_chunk] == ("chunk", 1), "the report is decided next, without another pull"
+    assert log2[-1] == ("chunk", 1), "a step that decides reports reads nothing ahead while it commits"
     assert second.consumed == 600 and second.urgent == [kpi_msg] and second.applied == 601
     assert second_batch[:600] == source[900:1500] and applied2 == {(fb, 0): 1500, (kpi, 0): 1}
 
