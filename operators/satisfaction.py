@@ -486,6 +486,11 @@ def _lik_arrays(sm: SignalModel) -> tuple:
     return sm.lin_a, sm.lin_b, sm.rate_w, sm.cut_lo, sm.cut_hi, float(sm.tau)
 
 
+# Below this many events a batch is updated on one thread: starting Numba's threads
+# (~20-50 us) costs more than it saves.
+PARALLEL_MIN_EVENTS = 256
+
+
 def update(
     state: ZotState, batch: Batch, params: UpdateParams = UpdateParams(), *, inplace: bool = False,
     on_reject: str = "skip",
@@ -498,7 +503,8 @@ def update(
     """
     out, good, rej = _prepare(state, batch, inplace, on_reject)
     if len(good):
-        K.update_kernel(
+        kernel = K.update_kernel_by_slot if len(good) >= PARALLEL_MIN_EVENTS else K.update_kernel
+        kernel(
             good.row.astype(np.int64), categories(good.signal, good.rating), good.qos,
             out.mu, out.cov, out.n_signals, out.group, out.prior_mu, out.prior_cov,
             *_lik_arrays(params.signals), params.two_l, float(params.forgetting),

@@ -79,6 +79,33 @@ def test_signal_model_rejects_bad_tables() -> None:
 # ------------------------------------------------------------------ numba == reference
 
 
+def test_the_slot_parallel_kernel_gives_the_serial_kernels_bits() -> None:
+    """Large batches run the slots in parallel (each slot's events in order): the
+    same arithmetic in the same order per slot, so exactly the serial result."""
+    from operators import satisfaction_kernels as K
+
+    rng = np.random.default_rng(11)
+    state = _state(capacity=64)
+    users, rows = _users_and_rows(state, rng, 3)
+    batch = _concat(_stream(rng, users, rows, 40))
+    batch = batch.take(rng.permutation(len(batch)))  # a slot's events scattered through the batch
+    assert len(batch) >= zs.PARALLEL_MIN_EVENTS
+    params = zs.UpdateParams(signals=BEH.model, forgetting=0.97)
+    outs = []
+    for kernel in (K.update_kernel, K.update_kernel_by_slot):
+        st = state.copy()
+        kernel(batch.row.astype(np.int64), zs.categories(batch.signal, batch.rating), batch.qos,
+               st.mu, st.cov, st.n_signals, st.group, st.prior_mu, st.prior_cov,
+               *zs._lik_arrays(params.signals), params.two_l, float(params.forgetting), params.nodes, params.weights)
+        outs.append(st)
+    serial, parallel = outs
+    n = state.n_rows
+    np.testing.assert_array_equal(parallel.mu[:n], serial.mu[:n])
+    np.testing.assert_array_equal(parallel.cov[:n], serial.cov[:n])
+    np.testing.assert_array_equal(parallel.n_signals[:n], serial.n_signals[:n])
+    assert np.max(np.abs(serial.mu[:n] - state.mu[:n])) > 0.05
+
+
 @pytest.mark.parametrize("forgetting", [1.0, 0.97])
 def test_numba_matches_reference(forgetting: float) -> None:
     rng = np.random.default_rng(1)
