@@ -284,6 +284,7 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
         pids = {"worker": worker_pid, "broker": broker_pid, "load_generator": os.getpid(), "kcat": feeder.pid}
         cpu0: dict[str, float] | None = None
         reader = asyncio.create_task(collect(t_measure + seconds))
+        deliveries: list[asyncio.Future] = []  # each report's send: a report the broker never got has no decision
         i, epoch, next_kpi, i_measure, n_settling = 0, 0, t0, 0, 0
         try:
             while (now := time.perf_counter()) < t_measure + seconds:
@@ -302,7 +303,7 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
                                              prb_total=51, users=users)
                         value = schemas.encode(ev)
                         sent[f"alloc-{c}-{epoch}"] = time.perf_counter()
-                        await producer.send(kpi_t, key=c.encode(), value=value)
+                        deliveries.append(await producer.send(kpi_t, key=c.encode(), value=value))
                     next_kpi += 0.1
                 await asyncio.sleep(0.005)
             # CPU shares while the load ran: what the worker got, and what the load took.
@@ -315,13 +316,15 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
             if await asyncio.wait_for(feeder.wait(), 30) != 0:
                 raise RuntimeError(f"kcat (the feedback load) failed: {err[-500:]}")
         await reader
+        undelivered = sum(1 for f in deliveries if not f.done() or f.cancelled() or f.exception() is not None)
         measured = np.array(lat_sent) >= t_measure
         all_ms = np.array(lat) * 1000
         ms, settling = all_ms[measured], all_ms[~measured]
         return {"p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
                 "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
                 "max_ms": float(ms.max()) if ms.size else float("nan"),
-                "decisions": int(ms.size), "missing": len(sent), "offered_feedback_rate": rate,
+                "decisions": int(ms.size), "missing": len(sent), "reports_not_delivered": undelivered,
+                "offered_feedback_rate": rate,
                 "warm_up_decision_ms": warm_ms, "settle_s": settle_s, "settling_reports": n_settling,
                 "settling_p99_ms": float(np.percentile(settling, 99)) if settling.size else float("nan"),
                 "feedback_rate": (i - i_measure) / (t_end - t_measure), **shares}

@@ -34,4 +34,5 @@ def test_quick_stream_bench_measures_every_target(kafka_bootstrap, kcat_bin):
     assert one["fraction_done"] == 1.0 and two["fraction_done"] == 1.0, "every loaded event was processed"
     lat = one["latency"]
     assert lat["missing"] == 0 and lat["decisions"] > 0, "every KPI report got its decision"
+    assert lat["reports_not_delivered"] == 0, "the broker acknowledged every report"
     assert lat["feedback_rate"] > 0.9 * lat["offered_feedback_rate"], "the feedback load was offered at its rate"
