@@ -33,7 +33,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -231,9 +231,8 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
                                 fetch_max_wait_ms=100, **opts)
     await producer.start()
     await consumer.start()
-    sent: dict[str, float] = {}
-    lat: list[float] = []
-    lat_sent: list[float] = []  # when the report of each latency was sent
+    sent: dict[str, float] = {}  # decision event id -> when its report was sent
+    reader: asyncio.Task | None = None
     users = [schemas.UserChannel(user_id=f"u{i}", spectral_efficiency=2.0, app="video") for i in range(20)]
     try:
         # Keys and values made before the clock starts.
@@ -244,29 +243,16 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
         for tp in tps:
             await consumer.position(tp)  # resolve "end" before the first KPI is sent
 
-        async def collect(sending_until: float, grace_s: float = 10.0) -> None:
-            # While the load runs, then until every decision arrived (at most grace_s more).
-            while time.perf_counter() < sending_until or (sent and time.perf_counter() < sending_until + grace_s):
-                got = await consumer.getmany(timeout_ms=20)
-                arrived = time.perf_counter()
-                for recs in got.values():
-                    for r in recs:
-                        eid = json.loads(r.value)["event_id"]
-                        if eid in sent:
-                            t_sent = sent.pop(eid)
-                            lat.append(arrived - t_sent)
-                            lat_sent.append(t_sent)
-
         # Warm-up, not measured: the first decisions of a fresh worker load (or JIT-compile)
         # the Numba solver, which the throughput phase (feedback only) never called.
         for c in cells:
             ev = schemas.CellKpi(event_id=f"warm-{c}", ts=0.0, cell_id=c, epoch=0, prb_total=51, users=users)
             sent[f"alloc-{c}-0"] = time.perf_counter()
             await producer.send(kpi_t, key=c.encode(), value=schemas.encode(ev))
-        await collect(time.perf_counter(), grace_s=110.0)  # until every warm-up decision arrived
-        warm_ms = 1000 * max(lat) if lat else float("nan")
-        lat.clear()
-        lat_sent.clear()
+        warmed = asyncio.Event()
+        warmed.set()
+        warm = await collect_decisions(consumer.getmany, sent, warmed, grace_s=110.0)  # every warm-up decision
+        warm_ms = 1000 * max(w for _, w in warm) if warm else float("nan")
         sent.clear()
 
         # The feedback load goes through kcat (librdkafka, C) fed from a pipe: a Python
@@ -283,7 +269,8 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
         t_measure = t0 + settle_s
         pids = {"worker": worker_pid, "broker": broker_pid, "load_generator": os.getpid(), "kcat": feeder.pid}
         cpu0: dict[str, float] | None = None
-        reader = asyncio.create_task(collect(t_measure + seconds))
+        load_over = asyncio.Event()
+        reader = asyncio.create_task(collect_decisions(consumer.getmany, sent, load_over, grace_s=10.0))
         deliveries: list[asyncio.Future] = []  # each report's send: a report the broker never got has no decision
         i, epoch, next_kpi, i_measure, n_settling = 0, 0, t0, 0, 0
         try:
@@ -311,11 +298,14 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
             t_end = time.perf_counter()
             shares = {f"{k}_core_share": (cpu1[k] - cpu0[k]) / (t_end - t_measure) for k in cpu0}
         finally:
+            load_over.set()
             feeder.stdin.close()
             err = (await asyncio.wait_for(feeder.stderr.read(), 30)).decode(errors="replace")
             if await asyncio.wait_for(feeder.wait(), 30) != 0:
                 raise RuntimeError(f"kcat (the feedback load) failed: {err[-500:]}")
-        await reader
+        matched = await reader
+        lat_sent = [t for t, _ in matched]  # when the report of each latency was sent
+        lat = [w for _, w in matched]
         undelivered = sum(1 for f in deliveries if not f.done() or f.cancelled() or f.exception() is not None)
         measured = np.array(lat_sent) >= t_measure
         all_ms = np.array(lat) * 1000
@@ -329,8 +319,38 @@ async def _latency_async(options: dict, cfg: Config, rate: float, seconds: float
                 "settling_p99_ms": float(np.percentile(settling, 99)) if settling.size else float("nan"),
                 "feedback_rate": (i - i_measure) / (t_end - t_measure), **shares}
     finally:
+        if reader is not None and not reader.done():  # the load failed: its error is the one to see
+            reader.cancel()
         await producer.stop()
         await consumer.stop()
+
+
+async def collect_decisions(getmany: Callable[..., Awaitable[dict[Any, list[Any]]]], sent: dict[str, float],
+                            load_over: asyncio.Event, grace_s: float) -> list[tuple[float, float]]:
+    """Read decisions (`getmany`, an aiokafka consumer's) and match them to the reports
+    in `sent` (decision event id -> when its report was sent), which the load adds to
+    and this removes from; return (sent at, seconds to the decision) of each match.
+
+    It reads while the load runs, then until every report in `sent` has its decision
+    (at most `grace_s` after `load_over` is set). The end is the load's own signal, not
+    a time: a reader that stopped at the load's planned end, the moment `sent` was
+    empty, missed the last round, sent on that very tick (before session 9, the
+    "missing round": 3 reports of one round without a decision, ~1 run in 10).
+    """
+    out: list[tuple[float, float]] = []
+    over_at: float | None = None
+    while True:
+        if load_over.is_set():
+            over_at = over_at or time.perf_counter()
+            if not sent or time.perf_counter() >= over_at + grace_s:
+                return out
+        got = await getmany(timeout_ms=20)
+        arrived = time.perf_counter()
+        for recs in got.values():
+            for r in recs:
+                t_sent = sent.pop(json.loads(r.value)["event_id"], None)
+                if t_sent is not None:
+                    out.append((t_sent, arrived - t_sent))
 
 
 def _cpu_s(pid: int | None) -> float:
