@@ -384,5 +384,7 @@ def run_worker(cfg: Config, options: dict[str, Any], worker_id: str, cells: set[
         log.info("engine worker %s: %s", worker_id, engine.stats)
         stats_file = os.environ.get("ZOT_ENGINE_STATS")
         if stats_file:  # where the time went, for `zot bench stream`
+            items = engine.core.interests.item_summary() if engine.core.interests is not None else None
             Path(stats_file).write_text(json.dumps({**dataclasses.asdict(engine.stats),
-                                                    **dataclasses.asdict(engine.core.counters)}))
+                                                    **dataclasses.asdict(engine.core.counters),
+                                                    "item_models": items}))

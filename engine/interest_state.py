@@ -12,8 +12,9 @@ model) for `EngineCore`, and splits it by who may write it:
   partition's owner, so every worker sums the same tables in the same order and
   a proactive decision is the same whichever worker takes it, and after a crash;
 - the item models behind recommendations (popularity, co-occurrence counts, the
-  network): learned by each worker from the interactions it reads. They only
-  rank recommendations; a restarted worker starts them anew (see docs/interests.md).
+  network): learned by each worker from the interactions it reads, and rebuilt by a
+  recovering worker from the committed interactions themselves (`learn_items` inside
+  `replaying()`; the interactions topic is their changelog, see docs/interests.md).
 
 Cold start comes from the config: each segment's `app_mix` enters the population
 tables as `prior_strength` pseudo-events, so a user the engine has never seen is
@@ -22,15 +23,17 @@ their segment.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from engine import schemas
 from engine import topics as registry
 from engine.config import Config
+from engine.models.recent_items import RecentItems
 from engine.models.user_interests import N_HOURS, InterestQuery
 from operators import interests as ops
 
@@ -57,6 +60,7 @@ class EngineInterests:
     last_rate: dict[str, float] = field(default_factory=dict)  # user id -> Mbps of its last allocation
     last_visit: dict[str, tuple[str, float]] = field(default_factory=dict)  # user id -> (app, ts of last event)
     dirty_tables: set[int] = field(default_factory=set)
+    items_learned: int = 0  # interaction events the item models learned (replayed ones included)
     _tables_stale: bool = True
 
     def __post_init__(self) -> None:
@@ -113,10 +117,7 @@ class EngineInterests:
             prev = self.last_visit.get(e.user_id)
             visit[r] = prev is None or prev[0] != e.app or e.ts - prev[1] > gap
             self.last_visit[e.user_id] = (e.app, max(e.ts, prev[1]) if prev and prev[0] == e.app else e.ts)
-        st.popularity.update(batch)
-        st.cooccurrence.update(batch)
-        if st.net is not None:
-            st.net.update(batch)
+        self._learn_items(batch, events)
         ui = st.apps
         ui.set_segments(batch.user, batch.segment)
         visits = dataclasses.replace(batch, **{f.name: getattr(batch, f.name)[visit]
@@ -124,8 +125,6 @@ class EngineInterests:
         visits = dataclasses.replace(visits, weight=np.ones(len(visits)))
         ui.update(visits)
         for e, h, v in zip(events, batch.hour.tolist(), visit.tolist()):
-            if e.item_rate_mbps is not None:
-                self.item_rate[e.item_id] = e.item_rate_mbps
             if not v:
                 continue
             p = self.partition_of(e.user_id)
@@ -140,6 +139,48 @@ class EngineInterests:
             self.dirty_tables.add(p)
             self._tables_stale = True
         return list(dict.fromkeys(e.user_id for e in events))
+
+    def _learn_items(self, batch: ops.InteractionBatch, events: Sequence[schemas.Interaction]) -> None:
+        """The item models' part of `learn`: popularity, co-occurrence, the network, item rates."""
+        st = self.state
+        st.popularity.update(batch)
+        st.cooccurrence.update(batch)
+        if st.net is not None:
+            st.net.update(batch)
+        for e in events:
+            if e.item_rate_mbps is not None:
+                self.item_rate[e.item_id] = e.item_rate_mbps
+        self.items_learned += len(events)
+
+    def item_summary(self) -> dict[str, float | int]:
+        """What the item models hold: the interactions they learned, the items, and the
+        total action weight (exact: the weights are dyadic, so any order sums the same)."""
+        co = self.state.cooccurrence
+        return {"interactions": self.items_learned, "items": co.n_items, "weight": float(co.n[:co.n_items].sum())}
+
+    def learn_items(self, events: Sequence[schemas.Interaction], segment_of: Mapping[str, str],
+                    cell_of: Mapping[str, str]) -> None:
+        """Update only the item models with `events`: a recovering worker replaying the
+        committed interactions (the per-user state comes from the changelog). Inside
+        `replaying()`, so the co-occurrence links follow each user's own sequence."""
+        if events:
+            self._learn_items(ops.encode_interactions(self.state.catalog, events, segments=segment_of,
+                                                      cells=cell_of), events)
+
+    @contextlib.contextmanager
+    def replaying(self) -> Iterator[None]:
+        """A replay of interactions from the start of their topic: the co-occurrence
+        model links each event to the user's items *before* it, so the replay keeps its
+        own history of each user's items, from empty, and the restored one (the
+        changelog's, the truth) comes back after it. The network's sequences are not in
+        the changelog: it keeps the replay's."""
+        restored = self.state.cooccurrence.recent
+        self.state.cooccurrence.recent = RecentItems(restored.length)
+        try:
+            yield
+        finally:
+            self.state.cooccurrence.recent = restored
+
 
     def install_tables(self) -> None:
         """Sum the partitions' tables (partition order: the same on every worker) into the model."""

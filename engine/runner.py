@@ -228,6 +228,16 @@ class EngineCore:
         self._mark_new_rows(rows_before)
         return out
 
+    def replay_interactions(self, messages: list[Message]) -> int:
+        """Learn already committed interaction messages into the item models only (the
+        rest of their effect is in the changelog); return how many were learned. What
+        was dead-lettered then is again, and skipped. Call inside `interests.replaying()`."""
+        if self.interests is None:
+            return 0
+        events = parse_batch(messages, self._topic_types, self.cfg.applications, self.cells).interaction
+        self.interests.learn_items(events, self.segment_of, self.cell_of)
+        return len(events)
+
     def _mark_new_rows(self, rows_before: int) -> None:
         # Rows created at the prior by a KPI (or feedback) keep the group chosen
         # at creation; a replay must recreate them identically, so they count too.

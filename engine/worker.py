@@ -48,6 +48,8 @@ log = logging.getLogger("zot.engine")
 
 TP = tuple[str, int]
 Urgent = Callable[[], Awaitable[list[Message]]]
+REPLAY_CHUNK = 5_000  # interactions learned at a time when a recovering worker rebuilds its item models
+REPLAY_STALL_S = 60.0  # ... and how long it waits for a fetch that returns nothing before giving up
 MAX_FLUSH_DEFERRALS = 3  # a flush gives way to waiting KPI reports at most this many times in a row
 T = TypeVar("T")
 
@@ -120,6 +122,7 @@ class StepStats:
     skipped: int = 0  # already applied (redelivered after a crash)
     retries: int = 0
     isolated: int = 0  # messages dead-lettered because processing them raised
+    interactions_replayed: int = 0  # committed interactions the item models were rebuilt from (recovery)
     flushes_deferred: int = 0  # timed profile flushes that gave way to waiting KPI reports
     handle_s: float = 0.0
     commit_s: float = 0.0
@@ -253,10 +256,60 @@ class TransactionalEngine:
         await self._reader.seek_to_beginning(*tps)
         t0 = time.perf_counter()
         n = await self._tail(own_too=True)
+        t1 = time.perf_counter()
+        items = await self._replay_interactions()
         gc.freeze()  # the recovered state is long-lived: keep it out of every collection
-        log.info("recovered %d changelog records (%d users with context, %d input partitions) in %.2fs", n,
-                 len(self.core.segment_of), len(self.applied), time.perf_counter() - t0)
+        log.info("recovered %d changelog records (%d users with context, %d input partitions) in %.2fs; "
+                 "item models from %d committed interactions in %.2fs", n, len(self.core.segment_of),
+                 len(self.applied), t1 - t0, items, time.perf_counter() - t1)
         self.must_tail = False
+
+    async def _replay_interactions(self) -> int:
+        """Rebuild the item models (popularity, co-occurrence, the network) from the
+        interactions topic, up to the offsets the changelog says took effect: the
+        topic is the models' changelog, as Kafka Streams restores a table from its
+        source topic. Every committed interaction once, whichever worker took it,
+        partition by partition; return how many were learned.
+
+        Not bitwise the models the worker had: their sums ran in the order the steps
+        took the partitions' events, the replay's partition by partition (float
+        rounding, and item indices, hence ties, may differ; the optional network's
+        training batches differ). What the topic no longer holds (retention) is not
+        replayed."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        core = self.core
+        topic = registry.with_prefix(registry.INTERACTIONS, self.prefix)
+        upto = {TopicPartition(topic, p): off for (t, p), off in self.applied.items() if t == topic and off > 0}
+        if core.interests is None or not upto:
+            return 0
+        reader = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, max_poll_records=REPLAY_CHUNK,
+                                  fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20,
+                                  **aiokafka_options(self.options))
+        n = 0
+        try:
+            await reader.start()
+            tps = sorted(upto, key=lambda tp: tp.partition)
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            log_end = await reader.end_offsets(tps)
+            upto = {tp: min(off, log_end[tp]) for tp, off in upto.items()}  # a recreated topic holds less
+            with core.interests.replaying():
+                for tp in tps:  # partition by partition: each user's events in their order
+                    stalled = time.monotonic() + REPLAY_STALL_S
+                    while await reader.position(tp) < upto[tp]:
+                        got = await reader.getmany(tp, timeout_ms=200)
+                        msgs = [r for r in got.get(tp, ()) if r.offset < upto[tp]]
+                        if msgs:
+                            n += await self._run(core.replay_interactions, msgs)
+                            stalled = time.monotonic() + REPLAY_STALL_S
+                        elif time.monotonic() > stalled:  # the step that called recover() retries
+                            raise RuntimeError(f"no interactions from {tp.topic}[{tp.partition}] for "
+                                               f"{REPLAY_STALL_S:.0f} s while rebuilding the item models")
+        finally:
+            await _close_quietly(reader)
+        self.stats.interactions_replayed += n
+        return n
 
     async def _tail_timed(self) -> None:
         t0 = time.perf_counter()

@@ -7,6 +7,7 @@ events once: nothing lost, nothing applied twice.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -77,14 +78,15 @@ def send(producer: KafkaProducer, phase: list) -> None:
     producer.flush(60)
 
 
-def committed_feedback(options: dict, cfg) -> int:
+def committed_feedback(options: dict, cfg, topic: registry.Topic = registry.FEEDBACK) -> int:
+    """Messages of the topic (feedback unless said) the engine's group has committed."""
     admin = KafkaAdminClient(client_id="zot-test", **options)
     try:
         offs = admin.list_group_offsets(app_id(cfg)).get(app_id(cfg), {})
     finally:
         admin.close()
-    fb = registry.with_prefix(registry.FEEDBACK, cfg.kafka.topic_prefix)
-    return sum(o.offset for tp, o in offs.items() if tp.topic == fb)
+    name = registry.with_prefix(topic, cfg.kafka.topic_prefix)
+    return sum(o.offset for tp, o in offs.items() if tp.topic == name)
 
 
 def check_as_if_never_died(cfg, options: dict, ref: EngineCore, n_feedback: int) -> None:
@@ -213,3 +215,60 @@ def test_broker_restart_mid_stream(kafka_bootstrap, tmp_path, consumer):
         check_as_if_never_died(cfg, options, reference(cfg, list(phases)), n_fb)
     finally:
         stop(workers)
+
+
+def interactions(cfg, n_users: int, n: int, seed: int) -> tuple[list, list]:
+    """(context, interactions) as (topic, key, value) lists, reproducible from the seed."""
+    rng = np.random.default_rng(seed)
+    p = cfg.kafka.topic_prefix
+    _, cells = build_layout(cfg)
+    apps, actions = sorted(QOS), list(schemas.Action)
+    users = [f"u{i}" for i in range(n_users)]
+    app_of = {u: apps[int(rng.integers(len(apps)))] for u in users}
+    ctx = [(registry.with_prefix(registry.CONTEXT, p), u, schemas.Context(
+        event_id=f"c-{u}", ts=0.0, user_id=u, cell_id=cells[int(rng.integers(len(cells)))], app=app_of[u],
+        segment=("casual", "gamer")[int(rng.integers(2))])) for u in users]
+    ix = []
+    for i in range(n):
+        u = users[int(rng.integers(n_users))]
+        ix.append((registry.with_prefix(registry.INTERACTIONS, p), u, schemas.Interaction(
+            event_id=f"i-{i}", ts=1.0 + i * 1e-2, user_id=u, item_id=f"{app_of[u]}-{int(rng.integers(40))}",
+            app=app_of[u], action=actions[int(rng.integers(len(actions)))])))
+    return ctx, ix
+
+
+def test_sigkill_mid_interactions_then_restart_the_item_models_hold_each_interaction_once(
+        kafka_bootstrap, tmp_path, monkeypatch):
+    """The item models behind recommendations are not in the changelog: a restarted
+    worker rebuilds them from the interactions committed before it died (a replay of
+    their topic), then learns the rest; every interaction counts once."""
+    cfg = small_config(kafka_bootstrap, partitions=3)
+    path, options = prepare(cfg, tmp_path)
+    n = 20_000
+    ctx, ix = interactions(cfg, n_users=150, n=n, seed=13)
+    monkeypatch.setenv("ZOT_ENGINE_STATS", str(tmp_path / "stats.json"))  # written by a worker that stops
+    workers = [spawn_worker(path, "i", tmp_path / "worker.log")]
+    killed_at = []
+
+    def kill_mid_stream(bus) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = committed_feedback(options, cfg, registry.INTERACTIONS)
+            if n // 10 < done:
+                os.kill(workers[0].pid, signal.SIGKILL)
+                workers[0].wait(10)
+                killed_at.append(done)
+                break
+            time.sleep(0.05)
+        workers[0] = spawn_worker(path, "i", tmp_path / "worker.log")
+
+    try:
+        wait_group_members(options, app_id(cfg), 1)
+        run_phases(cfg, options, lambda: workers, (ctx, ix, []), kill_mid_stream)
+        assert killed_at and killed_at[0] < n, "the worker finished before it could be killed mid-stream"
+    finally:
+        stop(workers)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    ref = reference(cfg, [ctx, ix]).interests.item_summary()
+    assert stats["item_models"] == ref  # every interaction once: none lost with the worker, none twice
+    assert stats["interactions_replayed"] >= killed_at[0] > 0  # at least what the group had committed
