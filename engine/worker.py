@@ -40,6 +40,7 @@ from engine.bus import Message
 from engine.config import Config
 from engine import schemas
 from engine.runner import EngineCore, Output
+from engine.warmup import warm_up
 from operators.parse import dead_letter
 from engine.state_changelog import (PENDING, USER, apply_records, changelog_topic, offset_key, pending_record,
                                    tables_records, user_records)
@@ -194,6 +195,10 @@ class TransactionalEngine:
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
+        # The kernels' first call (seconds in a busy worker) before the first batch, not in it.
+        took = await self._run(warm_up, self.cfg, self.cells)
+        if took:
+            log.info("warmed the operators' kernels in %.2fs", took)
         opts = aiokafka_options(self.options)
         # Starting a producer with our transactional id fences any previous
         # incarnation and aborts its open transaction (KIP-98).
