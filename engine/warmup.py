@@ -16,8 +16,9 @@ import time
 from engine import schemas
 from engine import topics as registry
 from engine.bus import Message
-from engine.config import Application, Config, Metric
+from engine.config import Application, Config
 from operators.satisfaction import PARALLEL_MIN_EVENTS
+from optimizer.qos import qos_for_rate
 
 _lock = threading.Lock()
 _warm = False
@@ -75,12 +76,7 @@ def warm_up(cfg: Config, cells: set[str] | None = None) -> float:
         return time.perf_counter() - t0
 
 
+
 def _plausible_qos(app: Application) -> float:
-    """A QoS value the app's metric can reach (an unreachable one is dead-lettered)."""
-    if app.metric is Metric.LATENCY:
-        return app.base_ms + 100.0
-    if app.metric is Metric.STARTUP:
-        return app.base_ms / 1000.0 + 2.0
-    if app.metric is Metric.STALL:
-        return 0.05
-    return 5.0
+    """The QoS the app gets at 5 Mbps: one its metric reaches (an unreachable one is dead-lettered)."""
+    return float(qos_for_rate(app.metric.value, 5.0, **app.metric_params()))

@@ -34,18 +34,26 @@ ROOT = Path(__file__).resolve().parents[2]
 QOS = {"video": (0.2, 20.0), "download": (0.2, 50.0), "gaming": (25.0, 300.0), "web": (0.5, 20.0)}
 
 
+def population(cfg, n_users: int, rng: np.random.Generator) -> tuple[list[str], dict, dict, list]:
+    """Users, each one's app and cell, and their context events as (topic, key, value)."""
+    _, cells = build_layout(cfg)
+    apps = sorted(QOS)
+    users = [f"u{i}" for i in range(n_users)]
+    app_of = {u: apps[int(rng.integers(len(apps)))] for u in users}
+    cell_of = {u: cells[int(rng.integers(len(cells)))] for u in users}
+    ctx = [(registry.with_prefix(registry.CONTEXT, cfg.kafka.topic_prefix), u, schemas.Context(
+        event_id=f"c-{u}", ts=0.0, user_id=u, cell_id=cell_of[u], app=app_of[u],
+        segment=("casual", "gamer")[int(rng.integers(2))])) for u in users]
+    return users, app_of, cell_of, ctx
+
+
 def stream(cfg, n_users: int, n_feedback: int, seed: int) -> tuple[list, list, list]:
     """(context, feedback, kpi) as (topic, key, value) lists, reproducible from the seed."""
     rng = np.random.default_rng(seed)
     p = cfg.kafka.topic_prefix
     _, cells = build_layout(cfg)
-    apps, signals = sorted(QOS), list(schemas.Signal)
-    users = [f"u{i}" for i in range(n_users)]
-    app_of = {u: apps[int(rng.integers(len(apps)))] for u in users}
-    cell_of = {u: cells[int(rng.integers(len(cells)))] for u in users}
-    ctx = [(registry.with_prefix(registry.CONTEXT, p), u, schemas.Context(
-        event_id=f"c-{u}", ts=0.0, user_id=u, cell_id=cell_of[u], app=app_of[u],
-        segment=("casual", "gamer")[int(rng.integers(2))])) for u in users]
+    signals = list(schemas.Signal)
+    users, app_of, cell_of, ctx = population(cfg, n_users, rng)
     fb = []
     for i in range(n_feedback):
         u = users[int(rng.integers(n_users))]
@@ -221,13 +229,8 @@ def interactions(cfg, n_users: int, n: int, seed: int) -> tuple[list, list]:
     """(context, interactions) as (topic, key, value) lists, reproducible from the seed."""
     rng = np.random.default_rng(seed)
     p = cfg.kafka.topic_prefix
-    _, cells = build_layout(cfg)
-    apps, actions = sorted(QOS), list(schemas.Action)
-    users = [f"u{i}" for i in range(n_users)]
-    app_of = {u: apps[int(rng.integers(len(apps)))] for u in users}
-    ctx = [(registry.with_prefix(registry.CONTEXT, p), u, schemas.Context(
-        event_id=f"c-{u}", ts=0.0, user_id=u, cell_id=cells[int(rng.integers(len(cells)))], app=app_of[u],
-        segment=("casual", "gamer")[int(rng.integers(2))])) for u in users]
+    actions = list(schemas.Action)
+    users, app_of, _, ctx = population(cfg, n_users, rng)
     ix = []
     for i in range(n):
         u = users[int(rng.integers(n_users))]
